@@ -1,0 +1,124 @@
+"""The one checkpoint writer and reader for model weights.
+
+A checkpoint is a folder:
+    model.safetensors   weights under bloomforge's names (tied output stored once)
+    config.yaml         the resolved recipe (its `model` section rebuilds the model)
+    meta.json           format version, step, provenance
+    tokenizer.json      optional
+In: a model + recipe (+ tokenizer). Out: that folder, written under a temporary name and renamed
+into place, so an interrupted save never leaves a half-written checkpoint. Loading never executes
+code (safetensors, safe YAML) and names the file and key on any mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from bloomforge.atomic import atomic_directory
+from bloomforge.errors import BloomforgeError
+from bloomforge.model import BloomLM
+from bloomforge.recipe import Recipe, save_recipe
+from bloomforge.tokenizer import find_tokenizer_file, load_tokenizer
+from bloomforge.typed_config import ConfigError, from_dict, load_yaml
+
+FORMAT = "bloomforge-checkpoint"
+VERSION = 1
+WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class Checkpoint:
+    model: BloomLM
+    recipe: Recipe
+    meta: dict[str, Any]
+    path: Path
+
+    @property
+    def tokenizer_file(self) -> Path | None:
+        return find_tokenizer_file(self.path)
+
+    def tokenizer(self):
+        if self.tokenizer_file is None:
+            raise BloomforgeError(f"{self.path}: checkpoint has no tokenizer.json")
+        return load_tokenizer(self.tokenizer_file)
+
+
+def save_checkpoint(
+    out: str | Path,
+    model: BloomLM,
+    recipe: Recipe,
+    tokenizer_file: str | Path | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write the checkpoint folder atomically; an existing folder at `out` is replaced."""
+    with atomic_directory(out) as tmp:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
+        save_recipe(recipe, tmp / "config.yaml")
+        info = {"format": FORMAT, "version": VERSION, **(meta or {})}
+        (tmp / "meta.json").write_text(json.dumps(info, indent=2) + "\n")
+        if tokenizer_file is not None:
+            shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
+    return Path(out)
+
+
+def load_checkpoint(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Checkpoint:
+    path = Path(path)
+    if not path.is_dir():
+        raise BloomforgeError(f"{path}: no such checkpoint folder")
+    for name in (WEIGHTS, "config.yaml"):
+        if not (path / name).is_file():
+            raise BloomforgeError(f"{path / name}: missing (not a bloomforge checkpoint?)")
+    try:
+        recipe = from_dict(Recipe, load_yaml(path / "config.yaml"))
+    except ConfigError as e:
+        raise BloomforgeError(f"{path / 'config.yaml'}: {e}") from e
+    meta_file = path / "meta.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    try:
+        state = load_file(path / WEIGHTS, device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise BloomforgeError(f"{path / WEIGHTS}: unreadable weights ({e})") from e
+    with torch.device("meta"):
+        model = BloomLM(recipe.model)
+    load_state(model, state, str(path / WEIGHTS), device, dtype)
+    return Checkpoint(model, recipe, meta, path)
+
+
+def load_state(
+    model: BloomLM,
+    state: dict[str, torch.Tensor],
+    source: str,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> None:
+    """Copy `state` into a (meta or real) model, checking every name and shape first."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise BloomforgeError(f"{source}: weights do not match the config ({what})")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise BloomforgeError(
+                f"{source}: '{name}' has shape {tuple(tensor.shape)}, "
+                f"the config needs {tuple(expected[name].shape)}"
+            )
+        if not torch.isfinite(tensor).all():
+            raise BloomforgeError(f"{source}: '{name}' contains NaN or inf")
+    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.init_buffers(torch.device(device))

@@ -1,0 +1,87 @@
+"""The recipe: one typed config for every stage (model, data, tokenizer, train, eval, parallel).
+
+In: a YAML file and `key=value` overrides (`train.lr=3e-4`, `model=bloom-560m`,
+`model.n_layer=2`). Out: a validated `Recipe`; `save_recipe` writes the resolved recipe that
+goes into every run folder and checkpoint. Later stages fill their own sections.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bloomforge.model.config import ModelConfig
+from bloomforge.typed_config import load_config, save_yaml
+
+
+@dataclass
+class DataConfig:
+    tokens: str | None = None  # folder of token shards (`bloomforge data tokenize`)
+    seq_len: int = 2048
+
+
+@dataclass
+class TokenizerConfig:
+    path: str | None = None  # tokenizer.json or a folder holding it
+    vocab_size: int = 32000
+    alpha: float = 0.3  # BLOOM: languages sampled with p_i ~ n_i^0.3
+
+
+@dataclass
+class TrainConfig:
+    # Defaults: BLOOM tr11-176B-ml (bigscience-workshop/bigscience, train/tr11-176B-ml).
+    lr: float = 6e-5
+    min_lr: float = 6e-6
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
+    warmup_tokens: int = 375_000_000
+    decay_tokens: int = 410_000_000_000
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    clip_grad: float = 1.0
+    global_batch_size: int = 2048
+    micro_batch_size: int = 1
+    # Megatron's --rampup-batch-size START INCREMENT SAMPLES; tr11: 192 16 9_765_625.
+    rampup_batch_size: list[int] | None = None
+    max_tokens: int | None = None
+    precision: Literal["bf16", "fp32"] = "bf16"
+    save_every: int = 100
+    log_every: int = 1
+
+
+@dataclass
+class EvalConfig:
+    tasks: list[str] = field(default_factory=list)
+    data: str | None = None
+    limit: int | None = None
+    batch_size: int = 8
+
+
+@dataclass
+class ParallelConfig:
+    dp: int = -1  # -1: whatever the world size leaves after tp x pp
+    tp: int = 1
+    pp: int = 1
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    out: str | None = None
+    seed: int = 1234
+
+
+def load_recipe(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Recipe:
+    return load_config(Recipe, path, overrides)
+
+
+def save_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
+    save_yaml(recipe, path)
