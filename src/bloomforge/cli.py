@@ -1,0 +1,199 @@
+"""The `bloomforge` command line: one subcommand per pipeline stage.
+
+In: argv. Out: the stage's files and a short report on stdout; bad input ends with one line
+`bloomforge: <what, where>` on stderr and exit status 2 (tracebacks are for bugs only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from bloomforge.errors import BloomforgeError
+from bloomforge.typed_config import ConfigError
+
+# Stages whose engines land with later issues: listed so `--help` shows the whole pipeline.
+_PLANNED = {
+    "data": ("prepare, report and tokenize multilingual text", "issues 3 and 6"),
+    "tokenizer": ("train a byte-level BPE tokenizer; fertility tables", "issue 3"),
+    "train": ("train a model from a recipe (single process or torchrun)", "issues 4 and 5"),
+    "eval": ("zero-shot tasks and perplexity per language", "issue 7"),
+    "plan": ("compute, memory, time, energy for a budget or a shape", "issue 8"),
+    "scaling": ("fit scaling laws to (N, D, loss) runs", "issue 8"),
+    "ablate": ("train and compare a grid of architecture variants", "issue 8"),
+    "carbon": ("energy and CO2 of a run", "issue 8"),
+    "run": ("every stage of a recipe in one run folder", "issue 9"),
+    "demo": ("the whole pipeline on text found on this machine", "issue 9"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args) or 0
+    except (BloomforgeError, ConfigError) as e:
+        print(f"bloomforge: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bloomforge: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bloomforge",
+        description="Train multilingual BLOOM-family language models the way BigScience did.",
+    )
+    sub = p.add_subparsers(title="stages", metavar="COMMAND")
+
+    model = sub.add_parser("model", help="inspect or create models (presets, shapes, FLOPs)")
+    msub = model.add_subparsers(title="model commands", metavar="ACTION")
+    info = msub.add_parser("info", help="parameters, FLOPs/token and shapes of a preset")
+    info.add_argument("name", help="preset name (tiny, bloom-560m, ..., bloom-176b) or recipe.yaml")
+    info.add_argument("overrides", nargs="*", help="key=value overrides of the model section")
+    info.add_argument("--seq-len", type=int, help="sequence length for FLOPs (default: max_seq_len)")
+    info.add_argument("--json", action="store_true", help="print machine-readable json")
+    info.set_defaults(func=_run_model_info)
+    init = msub.add_parser("init", help="write a randomly initialised checkpoint of a preset")
+    init.add_argument("name", help="preset name or recipe.yaml")
+    init.add_argument("out", help="checkpoint folder to write")
+    init.add_argument("overrides", nargs="*", help="key=value overrides of the model section")
+    init.add_argument(
+        "--tokenizer", default="bytes", help="tokenizer.json or folder; 'bytes' (default) = byte-level"
+    )
+    init.add_argument("--seed", type=int, default=1234)
+    init.set_defaults(func=_run_model_init)
+
+    imp = sub.add_parser("import", help="local Hugging Face BLOOM folder -> bloomforge checkpoint")
+    imp.add_argument("hf_dir")
+    imp.add_argument("out")
+    imp.set_defaults(func=_run_import)
+    exp = sub.add_parser("export", help="bloomforge checkpoint -> Hugging Face BloomForCausalLM folder")
+    exp.add_argument("ckpt")
+    exp.add_argument("out")
+    exp.set_defaults(func=_run_export)
+
+    gen = sub.add_parser("generate", help="continue prompts with a checkpoint (KV cache)")
+    gen.add_argument("ckpt")
+    gen.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
+    gen.add_argument("--max-new-tokens", type=int, default=20)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    gen.add_argument("--device", default="cpu")
+    gen.add_argument("--json", action="store_true", help="print prompts and continuations as json")
+    gen.set_defaults(func=_run_generate)
+
+    for name, (help_text, issue) in _PLANNED.items():
+        planned = sub.add_parser(name, help=f"{help_text} [not yet available: {issue}]")
+        planned.add_argument("rest", nargs=argparse.REMAINDER)
+        planned.set_defaults(func=_planned(name, issue))
+    return p
+
+
+def _planned(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise BloomforgeError(f"'{name}' is not available in this version yet (tracked in {issue})")
+
+    return run
+
+
+def _model_config(name: str, overrides: Sequence[str]):
+    from bloomforge.recipe import load_recipe
+
+    # Overrides name model fields with or without the section: `n_layer=2` or `model.n_layer=2`.
+    scoped = [o if o.startswith("model.") else f"model.{o}" for o in overrides]
+    if name.endswith((".yaml", ".yml")):
+        return load_recipe(name, scoped).model
+    return load_recipe(None, [f"model={name}", *scoped]).model
+
+
+def _run_model_info(args: argparse.Namespace) -> int:
+    from bloomforge.model.info import describe, format_description
+
+    cfg = _model_config(args.name, args.overrides)
+    info = describe(cfg, args.seq_len or cfg.max_seq_len)
+    print(json.dumps(info, indent=2) if args.json else format_description(info))
+    return 0
+
+
+def _run_model_init(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from bloomforge.checkpoint import save_checkpoint
+    from bloomforge.model import BloomLM
+    from bloomforge.recipe import Recipe
+    from bloomforge.tokenizer import byte_level_tokenizer, find_tokenizer_file, load_tokenizer
+
+    cfg = _model_config(args.name, args.overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.tokenizer == "bytes":
+            tok_file = Path(tmp) / "tokenizer.json"
+            byte_level_tokenizer().save(str(tok_file))
+        else:
+            load_tokenizer(args.tokenizer)  # fail early with a clear message
+            tok_file = find_tokenizer_file(args.tokenizer)
+        n_tok = load_tokenizer(tok_file).get_vocab_size()
+        if n_tok > cfg.padded_vocab_size:
+            raise BloomforgeError(
+                f"tokenizer has {n_tok} tokens, model.vocab_size is {cfg.vocab_size}"
+            )
+        model = BloomLM.build(cfg, seed=args.seed)
+        save_checkpoint(args.out, model, Recipe(model=cfg, seed=args.seed), tok_file)
+    print(f"wrote {args.out} ({sum(p.numel() for p in model.parameters()):,} parameters)")
+    return 0
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from bloomforge.interop import import_hf
+
+    out = import_hf(args.hf_dir, args.out)
+    print(f"imported {args.hf_dir} -> {out}")
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from bloomforge.interop import export_hf
+
+    out = export_hf(args.ckpt, args.out)
+    print(f"exported {args.ckpt} -> {out} (loads with BloomForCausalLM.from_pretrained)")
+    return 0
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from bloomforge.checkpoint import load_checkpoint
+    from bloomforge.model.generate import Sampling, generate_text
+
+    try:
+        sampling = Sampling(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
+            stop=args.stop,
+        )
+    except ValueError as e:
+        raise BloomforgeError(str(e)) from e
+    ckpt = load_checkpoint(args.ckpt, device=args.device)
+    ckpt.model.eval()
+    texts = generate_text(ckpt.model, ckpt.tokenizer(), args.prompt, sampling, args.device)
+    if args.json:
+        print(json.dumps([{"prompt": p, "continuation": t} for p, t in zip(args.prompt, texts)]))
+    else:
+        for prompt, text in zip(args.prompt, texts):
+            print(prompt + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
