@@ -12,7 +12,9 @@ from bloomforge.model import BloomLM
 transformers = pytest.importorskip("transformers")
 
 
-def tiny_hf_bloom(n_head: int = 8, hidden: int = 64, n_layer: int = 2, vocab: int = 256, seed: int = 0):
+def tiny_hf_bloom(
+    n_head: int = 8, hidden: int = 64, n_layer: int = 2, vocab: int = 256, seed: int = 0
+):
     """A random BloomForCausalLM; a wide init so greedy decoding does not just repeat a token."""
     torch.manual_seed(seed)
     cfg = transformers.BloomConfig(

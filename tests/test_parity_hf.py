@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import left_padded, tiny_hf_bloom, to_bloomforge
 from transformers import BloomForCausalLM
 
 from bloomforge.checkpoint import save_checkpoint
@@ -12,6 +11,7 @@ from bloomforge.interop import export_hf
 from bloomforge.model import BloomLM, ModelConfig
 from bloomforge.model.generate import Sampling, generate
 from bloomforge.recipe import Recipe
+from helpers import left_padded, tiny_hf_bloom, to_bloomforge
 
 # n_head 6 covers BLOOM's ALiBi slopes for a head count that is not a power of two.
 SHAPES = [(8, 64), (6, 48)]

@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = msub.add_parser("info", help="parameters, FLOPs/token and shapes of a preset")
     info.add_argument("name", help="preset name (tiny, bloom-560m, ..., bloom-176b) or recipe.yaml")
     info.add_argument("overrides", nargs="*", help="key=value overrides of the model section")
-    info.add_argument("--seq-len", type=int, help="sequence length for FLOPs (default: max_seq_len)")
+    info.add_argument(
+        "--seq-len", type=int, help="sequence length for FLOPs (default: max_seq_len)"
+    )
     info.add_argument("--json", action="store_true", help="print machine-readable json")
     info.set_defaults(func=_run_model_info)
     init = msub.add_parser("init", help="write a randomly initialised checkpoint of a preset")
@@ -65,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("out", help="checkpoint folder to write")
     init.add_argument("overrides", nargs="*", help="key=value overrides of the model section")
     init.add_argument(
-        "--tokenizer", default="bytes", help="tokenizer.json or folder; 'bytes' (default) = byte-level"
+        "--tokenizer",
+        default="bytes",
+        help="tokenizer.json or folder; 'bytes' (default) = byte-level",
     )
     init.add_argument("--seed", type=int, default=1234)
     init.set_defaults(func=_run_model_init)
@@ -74,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("hf_dir")
     imp.add_argument("out")
     imp.set_defaults(func=_run_import)
-    exp = sub.add_parser("export", help="bloomforge checkpoint -> Hugging Face BloomForCausalLM folder")
+    exp = sub.add_parser(
+        "export", help="bloomforge checkpoint -> Hugging Face BloomForCausalLM folder"
+    )
     exp.add_argument("ckpt")
     exp.add_argument("out")
     exp.set_defaults(func=_run_export)
@@ -188,9 +194,13 @@ def _run_generate(args: argparse.Namespace) -> int:
     ckpt.model.eval()
     texts = generate_text(ckpt.model, ckpt.tokenizer(), args.prompt, sampling, args.device)
     if args.json:
-        print(json.dumps([{"prompt": p, "continuation": t} for p, t in zip(args.prompt, texts)]))
+        print(
+            json.dumps(
+                [{"prompt": p, "continuation": t} for p, t in zip(args.prompt, texts, strict=True)]
+            )
+        )
     else:
-        for prompt, text in zip(args.prompt, texts):
+        for prompt, text in zip(args.prompt, texts, strict=True):
             print(prompt + text)
     return 0
 

@@ -100,7 +100,7 @@ class MaskSpec:
 
 
 def alibi_bias(spec: MaskSpec, slopes: Tensor) -> Tensor:
-    """(B, nh, Tq, Tk) float32: -slope * |pos_q - pos_k| (equals slope * (pos_k - pos_q) causally)."""
+    """(B, nh, Tq, Tk) float32: -slope * |pos_q - pos_k| (causally: slope * (pos_k - pos_q))."""
     dist = (spec.q_pos[:, :, None] - spec.k_pos[:, None, :]).abs().to(torch.float32)
     return -slopes[None, :, None, None] * dist[:, None]
 

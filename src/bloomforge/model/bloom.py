@@ -31,7 +31,7 @@ from bloomforge.model.layers import (
 
 
 class KVCache:
-    """Keys and values of every layer for up to `max_len` positions: (n_layer, B, nh, max_len, hs)."""
+    """Keys and values of every layer, up to `max_len` positions: (n_layer, B, nh, max_len, hs)."""
 
     def __init__(
         self,
@@ -112,7 +112,9 @@ class BloomLM(nn.Module):
         self.cfg = cfg
         V, h = cfg.padded_vocab_size, cfg.hidden
         self.tok_embeddings = nn.Embedding(V, h)
-        self.pos_embeddings = nn.Embedding(cfg.max_seq_len, h) if cfg.position == "learned" else None
+        self.pos_embeddings = (
+            nn.Embedding(cfg.max_seq_len, h) if cfg.position == "learned" else None
+        )
         self.emb_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps) if cfg.embedding_layernorm else None
         self.layers = nn.ModuleDict({str(i): Block(cfg, i) for i in range(cfg.n_layer)})
         self.norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)

@@ -38,10 +38,14 @@ class MLP(nn.Module):
 
 
 def rotary_inv_freq(head_dim: int, base: float, device: torch.device | None = None) -> Tensor:
-    return 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    return 1.0 / (
+        base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    )
 
 
-def rotary_cos_sin(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def rotary_cos_sin(
+    positions: Tensor, inv_freq: Tensor, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
     """cos, sin of shape (B, 1, T, hs) for positions (B, T)."""
     angles = positions.to(torch.float32)[..., None] * inv_freq  # (B, T, hs/2)
     angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, hs)
