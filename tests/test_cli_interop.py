@@ -77,10 +77,15 @@ def _hf_folder(tmp_path, layout: str, vocab: int = 300):
     elif layout == "sharded":
         keys = sorted(state)
         half = len(keys) // 2
+        weight_map = {}
         for i, part in enumerate((keys[:half], keys[half:])):
-            save_file(
-                {k: state[k] for k in part}, folder / f"model-0000{i + 1}-of-00002.safetensors"
-            )
+            name = f"model-0000{i + 1}-of-00002.safetensors"
+            save_file({k: state[k] for k in part}, folder / name)
+            weight_map |= dict.fromkeys(part, name)
+        index = {"metadata": {}, "weight_map": weight_map}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+        # a stray file beside the shards must not be read as weights
+        save_file({"x": torch.zeros(1)}, folder / "adapter_model.safetensors")
     return hf, folder
 
 

@@ -162,18 +162,39 @@ def model_to_hf_config(cfg: ModelConfig) -> dict[str, Any]:
 
 
 def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a local HF folder: safetensors (single or sharded) or .bin files."""
-    files = sorted(folder.glob("*.safetensors"))
-    loader = _load_safetensors
+    """All tensors of a local HF folder: safetensors (single or sharded) or .bin files.
+
+    A shard index (`*.index.json`, as transformers writes it) names the files when present.
+    """
+    if (folder / "model.safetensors.index.json").is_file():
+        files, loader = (
+            _files_from_index(folder / "model.safetensors.index.json"),
+            _load_safetensors,
+        )
+    elif (folder / "pytorch_model.bin.index.json").is_file():
+        files, loader = _files_from_index(folder / "pytorch_model.bin.index.json"), _load_bin
+    elif shards := sorted(folder.glob("model*.safetensors")):
+        files, loader = shards, _load_safetensors
+    else:
+        files, loader = sorted(folder.glob("pytorch_model*.bin")), _load_bin
     if not files:
-        files = sorted(folder.glob("pytorch_model*.bin"))
-        loader = _load_bin
-    if not files:
-        raise BloomforgeError(f"{folder}: no *.safetensors or pytorch_model*.bin weights")
+        raise BloomforgeError(f"{folder}: no model*.safetensors or pytorch_model*.bin weights")
     state: dict[str, torch.Tensor] = {}
     for f in files:
         state.update(loader(f))
     return state
+
+
+def _files_from_index(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise BloomforgeError(f"{index}: not a valid shard index ({e})") from e
+    files = [index.parent / name for name in sorted(set(weight_map.values()))]
+    for f in files:
+        if not f.is_file():
+            raise BloomforgeError(f"{index}: names {f.name}, which is missing")
+    return files
 
 
 def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
