@@ -4,6 +4,7 @@ Same config, same weights, same batch, same process; the two run in alternating 
 order flips every round) and the table reports medians and the ratio bloomforge / transformers.
 
     python bench/model_step.py                                  # CPU float32, 4 x 256, seq 512
+    python bench/model_step.py --unfused-loss                   # bloomforge without chunked loss
     python bench/model_step.py --device cuda --dtype bfloat16 --seq 2048 --layers 24 --hidden 1024
 """
 
@@ -20,6 +21,7 @@ from transformers import BloomConfig, BloomForCausalLM
 from bloomforge.checkpoint import load_state
 from bloomforge.interop.hf import hf_config_to_model, hf_to_bloomforge
 from bloomforge.model import BloomLM
+from bloomforge.model.loss import fused_linear_cross_entropy, next_token_targets
 
 
 def parse() -> argparse.Namespace:
@@ -36,6 +38,11 @@ def parse() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="timed steps per model per round")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--attn-impl", default="sdpa", choices=["sdpa", "flex", "reference"])
+    p.add_argument(
+        "--unfused-loss",
+        action="store_true",
+        help="bloomforge computes full logits + F.cross_entropy instead of its chunked loss",
+    )
     return p.parse_args()
 
 
@@ -64,14 +71,16 @@ def main() -> None:
         hf.zero_grad(set_to_none=True)
         hf(ids, labels=ids).loss.backward()
 
-    # Next-token targets with the last position ignored (what transformers' loss does
-    # internally), instead of slicing the logits, which would copy the largest tensor.
-    targets = F.pad(ids[:, 1:], (0, 1), value=-100)
+    targets = next_token_targets(ids)  # the same shift transformers' loss makes internally
 
     def our_step() -> None:
         ours.zero_grad(set_to_none=True)
-        logits = ours(ids)
-        F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()).backward()
+        hidden = ours(ids, return_hidden=True)
+        if args.unfused_loss:
+            logits = ours.logits(hidden).flatten(0, 1).float()
+            F.cross_entropy(logits, targets.flatten()).backward()
+        else:
+            fused_linear_cross_entropy(hidden, ours.output_weight, targets).backward()
 
     steps = {"bloomforge": our_step, "transformers": hf_step}
     for fn in steps.values():
@@ -99,7 +108,8 @@ def main() -> None:
     print(
         f"\nconfig: {args.layers} layers x {args.hidden} hidden, {args.heads} heads, "
         f"vocab {args.vocab}, batch {args.batch} x seq {args.seq}, {args.dtype} on {device}, "
-        f"attn {args.attn_impl}, {args.rounds} rounds x {args.steps} steps"
+        f"attn {args.attn_impl}, {'unfused' if args.unfused_loss else 'chunked'} loss, "
+        f"{args.rounds} rounds x {args.steps} steps"
     )
     print(f"{'model':<14} {'median tok/s':>14} {'min':>10} {'max':>10}")
     for n, v in rates.items():

@@ -96,3 +96,10 @@ def test_recipe_overrides_and_presets():
     r = load_recipe(RECIPES / "tiny.yaml", ["model.n_layer=2", "train.lr=3e-4", "parallel.tp=2"])
     assert (r.model.n_layer, r.model.hidden, r.train.lr, r.parallel.tp) == (2, 128, 3e-4, 2)
     assert r.train.warmup_tokens == 200_000  # from the file, written as an integer
+
+
+def test_corrupt_meta_is_named(saved):
+    path, *_ = saved
+    (path / "meta.json").write_text('{"step": 7,,}')
+    with pytest.raises(BloomforgeError, match=r"meta\.json line 1: not valid JSON"):
+        load_checkpoint(path)

@@ -86,7 +86,10 @@ def load_checkpoint(
     except ConfigError as e:
         raise BloomforgeError(f"{path / 'config.yaml'}: {e}") from e
     meta_file = path / "meta.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    try:
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    except json.JSONDecodeError as e:
+        raise BloomforgeError(f"{meta_file} line {e.lineno}: not valid JSON ({e.msg})") from e
     try:
         state = load_file(path / WEIGHTS, device=str(device))
     except (SafetensorError, OSError) as e:

@@ -213,9 +213,13 @@ class BloomLM(nn.Module):
             return x
         return self.logits(x)
 
+    @property
+    def output_weight(self) -> Tensor:
+        """(V, h): the tied embedding (BLOOM) or the separate output matrix."""
+        return self.tok_embeddings.weight if self.output is None else self.output.weight
+
     def logits(self, hidden: Tensor) -> Tensor:
-        weight = self.tok_embeddings.weight if self.output is None else self.output.weight
-        return F.linear(hidden, weight)
+        return F.linear(hidden, self.output_weight)
 
     def _mask_spec(
         self,
