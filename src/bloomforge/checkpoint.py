@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
 
 from bloomforge.atomic import atomic_directory
 from bloomforge.errors import BloomforgeError
@@ -45,7 +46,7 @@ class Checkpoint:
     def tokenizer_file(self) -> Path | None:
         return find_tokenizer_file(self.path)
 
-    def tokenizer(self):
+    def tokenizer(self) -> Tokenizer:
         if self.tokenizer_file is None:
             raise BloomforgeError(f"{self.path}: checkpoint has no tokenizer.json")
         return load_tokenizer(self.tokenizer_file)
