@@ -143,12 +143,14 @@ def _run_model_init(args: argparse.Namespace) -> int:
     cfg = _model_config(args.name, args.overrides)
     with tempfile.TemporaryDirectory() as tmp:
         if args.tokenizer == "bytes":
-            tok_file = Path(tmp) / "tokenizer.json"
-            byte_level_tokenizer().save(str(tok_file))
+            tokenizer, tok_file = byte_level_tokenizer(), Path(tmp) / "tokenizer.json"
+            tokenizer.save(str(tok_file))
         else:
-            load_tokenizer(args.tokenizer)  # fail early with a clear message
-            tok_file = find_tokenizer_file(args.tokenizer)
-        n_tok = load_tokenizer(tok_file).get_vocab_size()
+            tokenizer, tok_file = (
+                load_tokenizer(args.tokenizer),
+                find_tokenizer_file(args.tokenizer),
+            )
+        n_tok = tokenizer.get_vocab_size()
         if n_tok > cfg.padded_vocab_size:
             raise BloomforgeError(
                 f"tokenizer has {n_tok} tokens, model.vocab_size is {cfg.vocab_size}"
