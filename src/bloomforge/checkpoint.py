@@ -91,14 +91,19 @@ def load_checkpoint(
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     except json.JSONDecodeError as e:
         raise BloomforgeError(f"{meta_file} line {e.lineno}: not valid JSON ({e.msg})") from e
-    try:
-        state = load_file(path / WEIGHTS, device=str(device))
-    except (SafetensorError, OSError) as e:
-        raise BloomforgeError(f"{path / WEIGHTS}: unreadable weights ({e})") from e
+    state = read_safetensors(path / WEIGHTS, device)
     with torch.device("meta"):
         model = BloomLM(recipe.model)
     load_state(model, state, str(path / WEIGHTS), device, dtype)
     return Checkpoint(model, recipe, meta, path)
+
+
+def read_safetensors(file: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """All tensors of one safetensors file; a truncated or foreign file is named in the error."""
+    try:
+        return load_file(file, device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise BloomforgeError(f"{file}: unreadable weights ({e})") from e
 
 
 def load_state(

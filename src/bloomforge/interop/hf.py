@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from bloomforge.atomic import atomic_directory
-from bloomforge.checkpoint import load_checkpoint, load_state, save_checkpoint
+from bloomforge.checkpoint import load_checkpoint, load_state, read_safetensors, save_checkpoint
 from bloomforge.errors import BloomforgeError
 from bloomforge.model import BloomLM, ModelConfig
 from bloomforge.recipe import Recipe
@@ -169,12 +168,12 @@ def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     if (folder / "model.safetensors.index.json").is_file():
         files, loader = (
             _files_from_index(folder / "model.safetensors.index.json"),
-            _load_safetensors,
+            read_safetensors,
         )
     elif (folder / "pytorch_model.bin.index.json").is_file():
         files, loader = _files_from_index(folder / "pytorch_model.bin.index.json"), _load_bin
     elif shards := sorted(folder.glob("model*.safetensors")):
-        files, loader = shards, _load_safetensors
+        files, loader = shards, read_safetensors
     else:
         files, loader = sorted(folder.glob("pytorch_model*.bin")), _load_bin
     if not files:
@@ -195,13 +194,6 @@ def _files_from_index(index: Path) -> list[Path]:
         if not f.is_file():
             raise BloomforgeError(f"{index}: names {f.name}, which is missing")
     return files
-
-
-def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(file)
-    except (SafetensorError, OSError) as e:
-        raise BloomforgeError(f"{file}: unreadable safetensors ({e})") from e
 
 
 def _load_bin(file: Path) -> dict[str, torch.Tensor]:
