@@ -7,12 +7,24 @@ In: argv. Out: the stage's files and a short report on stdout; bad input ends wi
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
 
 from bloomforge.errors import BloomforgeError
 from bloomforge.typed_config import ConfigError
+
+# Each stage package adds its own commands: `register(commands)` on the top-level subparsers.
+# These modules must stay cheap to import (no torch at module level) so `--help` stays fast.
+_COMMAND_MODULES = (
+    "bloomforge.tokenizer.commands",  # tokenizer train | fertility
+    "bloomforge.data.commands",  # data tokenize (prepare | report: issue 6)
+    "bloomforge.training.commands",  # train
+    "bloomforge.evaluation.commands",  # eval
+    "bloomforge.science.commands",  # plan, scaling, ablate, carbon
+    "bloomforge.pipeline.commands",  # run, demo
+)
 
 # Stages whose engines land with later issues: listed so `--help` shows the whole pipeline.
 _PLANNED = {
@@ -98,7 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="print prompts and continuations as json")
     gen.set_defaults(func=_run_generate)
 
+    for module in _COMMAND_MODULES:
+        try:
+            commands = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name is None or not module.startswith(e.name):
+                raise
+            continue
+        commands.register(sub)
     for name, (help_text, issue) in _PLANNED.items():
+        if name in sub.choices:
+            continue
         planned = sub.add_parser(name, help=f"{help_text} [not yet available: {issue}]")
         planned.add_argument("rest", nargs=argparse.REMAINDER)
         planned.set_defaults(func=_planned(name, issue))
