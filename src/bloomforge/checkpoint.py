@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,16 +59,26 @@ def save_checkpoint(
     recipe: Recipe,
     tokenizer_file: str | Path | None = None,
     meta: dict[str, Any] | None = None,
+    extra: Callable[[Path], None] | None = None,
+    checksum: Callable[[Path], str] | None = None,
 ) -> Path:
-    """Write the checkpoint folder atomically; an existing folder at `out` is replaced."""
+    """Write the checkpoint folder atomically; an existing folder at `out` is replaced.
+
+    `extra(tmp)` writes further files into the folder (training state); with `checksum`,
+    meta.json records `files: {name: checksum(file)}` for every other file.
+    """
     with atomic_directory(out) as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
         save_recipe(recipe, tmp / "config.yaml")
-        info = {"format": FORMAT, "version": VERSION, **(meta or {})}
-        (tmp / "meta.json").write_text(json.dumps(info, indent=2) + "\n")
         if tokenizer_file is not None:
             shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
+        if extra is not None:
+            extra(tmp)
+        info = {"format": FORMAT, "version": VERSION, **(meta or {})}
+        if checksum is not None:
+            info["files"] = {p.name: checksum(p) for p in sorted(tmp.iterdir())}
+        (tmp / "meta.json").write_text(json.dumps(info, indent=2) + "\n")
     return Path(out)
 
 

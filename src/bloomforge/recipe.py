@@ -20,6 +20,11 @@ from bloomforge.typed_config import load_config, save_yaml
 class DataConfig:
     tokens: str | None = None  # folder of token shards (`bloomforge data tokenize`)
     seq_len: int = 2048
+    # Mixing units of the loader: sources (BLOOM weighted its datasets) or languages.
+    group_by: Literal["source", "language"] = "source"
+    weights: dict[str, float] | None = None  # explicit weight per group (a ratio file)
+    alpha: float = 1.0  # without weights: p_i ~ tokens_i^alpha (1.0 = natural proportions)
+    valid_fraction: float = 0.05  # BLOOM held out 5% of each dataset
 
 
 @dataclass
@@ -48,8 +53,26 @@ class TrainConfig:
     rampup_batch_size: list[int] | None = None
     max_tokens: int | None = None
     precision: Literal["bf16", "fp32"] = "bf16"
-    save_every: int = 100
+    # wsd: warmup, constant, then a linear decay to min_lr over the last wsd_decay_tokens of
+    # decay_tokens (default: its last 20%).
+    wsd_decay_tokens: int | None = None
+    save_every: int = 100  # steps; tr11 saved every 100 iterations
+    keep_last: int = 3  # checkpoints kept (older ones deleted after a save succeeds)
     log_every: int = 1
+    eval_every: int = 0  # steps between validations (0: only at the end)
+    eval_samples: int = 64  # held-out samples per group per validation
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: bool = False  # torch.compile each block
+    activation_checkpointing: bool = False  # recompute each block's activations in backward
+    # Stability (a step is skipped, counted and logged, and the run goes on):
+    spike_factor: float = 0.0  # skip when grad norm > factor x running median (0: off)
+    spike_window: int = 100  # steps in that running median
+    # Megatron's --skip-train-iteration-range: "START-END" (inclusive, 1-based steps).
+    skip_ranges: list[str] = field(default_factory=list)
+    kill_switch: str | None = None  # a file whose appearance makes the run save and exit
+    exit_duration_mins: float | None = None  # save and exit after this long (job chains)
+    peak_tflops: float | None = None  # for MFU; default: the device table
+    carbon_country: str = "FRA"  # codecarbon's offline tracker, when installed
 
 
 @dataclass

@@ -1,0 +1,49 @@
+"""`bloomforge train RECIPE [key=value ...] [--resume] [--dry-run]`.
+
+In: a recipe file (or a run's config.yaml) and overrides. Out: a run folder (see
+`bloomforge.training.loop`), or with --dry-run a summary of the run without training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "train", help="train a model from a recipe (single process; torchrun: issue 5)"
+    )
+    p.add_argument("recipe", help="recipe.yaml, or a run's config.yaml to continue it")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_tokens=2e6")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print parameters, FLOPs/token, steps and batch schedule, then exit",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as json")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from bloomforge.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.dry_run:
+        from bloomforge.training.dry_run import describe_run, format_run
+
+        info = describe_run(recipe)
+        print(json.dumps(info, indent=2) if args.json else format_run(info))
+        return 0
+    from bloomforge.training.loop import Trainer
+
+    summary = Trainer(recipe, resume=args.resume).fit()
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(
+            f"done: step {summary['step']}, {summary['tokens']:,} tokens, "
+            f"{summary['skipped']} skipped steps; checkpoint {summary['checkpoint']}"
+        )
+    return 0

@@ -1,0 +1,434 @@
+"""The training loop: one plain `while` over global batches, as Megatron-DeepSpeed ran BLOOM.
+
+In: a resolved recipe (data.tokens, model, train) and a run folder. Out: in the run folder,
+config.yaml (the resolved recipe), checkpoints/step_N/ (every train.save_every steps and at
+exit), metrics.jsonl, tb/ and, when codecarbon is installed, emissions.csv.
+
+Per step: the global batch size from the rampup (samples consumed so far), that many samples
+from the mixture loader, split into micro-batches with gradient accumulation; the loss is the
+mean over every target token of the global batch; gradients are clipped; the step is skipped
+(counted, logged, the run goes on) on a non-finite loss or gradient, a grad-norm spike, or a
+user skip range. The lr follows the schedule in tokens. A kill-switch file, the time limit,
+SIGTERM and SIGINT save a checkpoint and stop cleanly; `resume=True` continues from the newest
+valid checkpoint, bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import statistics
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bloomforge.data.loader import MixtureLoader
+from bloomforge.errors import BloomforgeError
+from bloomforge.model import BloomLM
+from bloomforge.model.flops import count_params, train_flops_per_token
+from bloomforge.model.loss import fused_linear_cross_entropy
+from bloomforge.recipe import Recipe, save_recipe
+from bloomforge.tokenizer import find_tokenizer_file, load_tokenizer
+from bloomforge.training import state as ckpt
+from bloomforge.training.metrics import (
+    MetricsLog,
+    device_peak_tflops,
+    peak_memory_gb,
+    progress_line,
+)
+from bloomforge.training.optim import (
+    build_optimizer,
+    load_optimizer_tensors,
+    optimizer_tensors,
+)
+from bloomforge.training.schedule import BatchRampup, learning_rate, parse_skip_ranges
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BloomforgeError(f"train.device={name}: no CUDA device on this machine")
+    return device
+
+
+def total_steps(rampup: BatchRampup, seq_len: int, max_tokens: int) -> int:
+    """Steps until `max_tokens` tokens are consumed, following the batch rampup."""
+    steps, samples = 0, 0
+    while samples * seq_len < max_tokens:
+        bs = rampup.batch_size(samples)
+        if rampup.start is None or samples > (rampup.rampup_samples or 0):
+            remaining = max_tokens - samples * seq_len
+            return steps + math.ceil(remaining / (bs * seq_len))
+        samples += bs
+        steps += 1
+    return steps
+
+
+def _tokenizer_of(recipe: Recipe) -> Path:
+    """The tokenizer: the recipe's, else the copy stored beside the token shards."""
+    candidates = [recipe.tokenizer.path, recipe.data.tokens]
+    for c in candidates:
+        if c and find_tokenizer_file(c) is not None:
+            return find_tokenizer_file(c)
+    raise BloomforgeError(
+        "no tokenizer: set tokenizer.path, or data.tokens to a folder holding tokenizer.json"
+    )
+
+
+def prepare_recipe(recipe: Recipe) -> Recipe:
+    """Check what training needs and let the tokenizer decide the vocabulary (as Megatron does)."""
+    if not recipe.data.tokens:
+        raise BloomforgeError("data.tokens is not set (a folder from `bloomforge data tokenize`)")
+    if not recipe.out:
+        raise BloomforgeError("out is not set (the run folder), e.g. out=runs/t1")
+    n_vocab = load_tokenizer(_tokenizer_of(recipe)).get_vocab_size()
+    model = dataclasses.replace(recipe.model, vocab_size=n_vocab)
+    train = recipe.train
+    if train.max_tokens is None:
+        train = dataclasses.replace(train, max_tokens=train.decay_tokens)
+    return dataclasses.replace(recipe, model=model, train=train)
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, resume: bool = False, rank: int = 0, world_size: int = 1):
+        self.recipe = recipe = prepare_recipe(recipe)
+        self.cfg = cfg = recipe.train
+        self.run = Path(recipe.out)
+        self.rank, self.world_size = rank, world_size
+        self.device = resolve_device(cfg.device)
+        self.seq_len = recipe.data.seq_len
+        if self.seq_len > recipe.model.max_seq_len and recipe.model.position in ("learned",):
+            raise BloomforgeError(
+                f"data.seq_len {self.seq_len} > model.max_seq_len {recipe.model.max_seq_len}"
+            )
+        self.rampup = BatchRampup.from_config(
+            cfg.global_batch_size, cfg.micro_batch_size, world_size, cfg.rampup_batch_size
+        )
+        self.skip_ranges = parse_skip_ranges(cfg.skip_ranges)
+        self.total_steps = total_steps(self.rampup, self.seq_len, cfg.max_tokens)
+        self.tokenizer_file = _tokenizer_of(recipe)
+        self.loader = MixtureLoader(
+            recipe.data.tokens,
+            self.seq_len,
+            seed=recipe.seed,
+            group_by=recipe.data.group_by,
+            weights=recipe.data.weights,
+            alpha=recipe.data.alpha,
+            valid_fraction=recipe.data.valid_fraction,
+        )
+        if self.loader.manifest.vocab_size > recipe.model.padded_vocab_size:
+            raise BloomforgeError(
+                f"token folder vocabulary {self.loader.manifest.vocab_size} exceeds the "
+                f"model's {recipe.model.padded_vocab_size}"
+            )
+        # Counters; all restored at resume.
+        self.step = self.samples = self.tokens = self.skipped = 0
+        self.skip_reasons: dict[str, int] = {}
+        self.norms: deque[float] = deque(maxlen=max(1, cfg.spike_window))
+
+        existing = ckpt.checkpoint_dirs(self.run)
+        if existing and not resume:
+            raise BloomforgeError(
+                f"{self.run} already has checkpoints; pass --resume or choose another out="
+            )
+        self.resumed_from = ckpt.latest_valid_checkpoint(self.run) if resume else None
+        if resume and existing and self.resumed_from is None:
+            raise BloomforgeError(f"{self.run}: no checkpoint passes its checksums")
+        torch.manual_seed(recipe.seed)
+        if self.resumed_from is not None:
+            loaded = ckpt.load_training_checkpoint(self.resumed_from, self.device)
+            self.model = loaded["model"]
+        else:
+            self.model = BloomLM.build(recipe.model, device=self.device, seed=recipe.seed)
+        self.model.train()
+        self._apply_speedups()
+        self.optimizer = build_optimizer(self.model, cfg)
+        if self.resumed_from is not None:
+            load_optimizer_tensors(
+                self.model, self.optimizer, loaded["optimizer"], str(self.resumed_from)
+            )
+            self._load_trainer_state(loaded["trainer"])
+            ckpt.restore_rng(loaded["rng"])
+        self.run.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, self.run / "config.yaml")
+        self.flops_per_token = train_flops_per_token(recipe.model, self.seq_len)
+        self.peak_tflops = cfg.peak_tflops or device_peak_tflops(self.device)
+        self._stop_reason: str | None = None
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _apply_speedups(self) -> None:
+        """Activation checkpointing and compile per block (torchtitan's order: AC, then compile).
+
+        Both keep parameter names: checkpoint_wrapper strips its prefix from the state dict and
+        `Module.compile()` compiles in place.
+        """
+        if not (self.cfg.activation_checkpointing or self.cfg.compile):
+            return
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+            checkpoint_wrapper,
+        )
+
+        for name, block in list(self.model.layers.items()):
+            if self.cfg.activation_checkpointing:
+                block = checkpoint_wrapper(block, preserve_rng_state=True)
+            if self.cfg.compile:
+                block.compile()
+            self.model.layers[name] = block
+
+    def _load_trainer_state(self, state: dict[str, Any]) -> None:
+        self.step, self.samples = state["step"], state["samples"]
+        self.tokens, self.skipped = state["tokens"], state["skipped"]
+        self.skip_reasons = dict(state.get("skip_reasons", {}))
+        self.norms.extend(state.get("grad_norms", []))
+        self.loader.load_state_dict(state["loader"])
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "samples": self.samples,
+            "tokens": self.tokens,
+            "skipped": self.skipped,
+            "skip_reasons": self.skip_reasons,
+            "grad_norms": list(self.norms),
+            "loader": self.loader.state_dict(),
+        }
+
+    # -- one step -----------------------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"
+        )
+
+    def _loss(self, batch: Tensor) -> tuple[Tensor, int]:
+        """Mean loss of one micro-batch (B, T+1) and its number of target tokens."""
+        inputs = batch[:, :-1].to(self.device, non_blocking=True)
+        targets = batch[:, 1:].to(self.device, non_blocking=True)
+        with self._autocast():
+            hidden = self.model(inputs, return_hidden=True)  # (B, T, h)
+            loss = fused_linear_cross_entropy(hidden, self.model.output_weight, targets)
+        return loss, targets.numel()
+
+    def _forward_backward(self, batch: Tensor) -> Tensor:
+        """Accumulate gradients over micro-batches; the loss is the global-batch token mean."""
+        mbs = self.cfg.micro_batch_size
+        total = batch[:, 1:].numel()
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in batch.split(mbs):
+            loss, n = self._loss(micro)
+            weighted = loss * (n / total)
+            weighted.backward()
+            loss_sum += weighted.detach().float()
+        return loss_sum
+
+    def _guard(self, loss: float, norm: float) -> str | None:
+        """Why this step must be skipped, or None."""
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            return "non-finite loss or gradient"
+        if self.cfg.spike_factor > 0 and len(self.norms) >= min(10, self.norms.maxlen):
+            median = statistics.median(self.norms)
+            if norm > self.cfg.spike_factor * median:
+                return f"grad norm spike ({norm:.3g} > {self.cfg.spike_factor} x {median:.3g})"
+        return None
+
+    def _in_skip_range(self, step: int) -> bool:
+        return any(a <= step <= b for a, b in self.skip_ranges)
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step (or a skipped one); returns the step's metrics."""
+        self.step += 1
+        bs = self.rampup.batch_size(self.samples)
+        batch = self.loader.next_batch(bs, self.rank, self.world_size)
+        step_tokens = bs * self.seq_len
+        # The lr of this update: the schedule at the tokens seen once this batch is consumed
+        # (Megatron evaluates it before counting the batch, which makes the first step lr 0).
+        lr = learning_rate(
+            self.tokens + step_tokens,
+            lr=self.cfg.lr,
+            min_lr=self.cfg.min_lr,
+            warmup_tokens=self.cfg.warmup_tokens,
+            decay_tokens=self.cfg.decay_tokens,
+            schedule=self.cfg.schedule,
+            wsd_decay_tokens=self.cfg.wsd_decay_tokens,
+        )
+        metrics: dict[str, Any] = {"lr": lr, "batch_size": bs, "loss": None, "grad_norm": None}
+        reason = None
+        if self._in_skip_range(self.step):
+            reason = "train.skip_ranges"
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss = self._forward_backward(batch)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+            loss_v, norm_v = torch.stack([loss, norm.float()]).tolist()  # the step's one sync
+            metrics.update(loss=loss_v, grad_norm=norm_v)
+            reason = self._guard(loss_v, norm_v)
+            if reason is None:
+                self.optimizer.step()
+                self.norms.append(norm_v)
+            self.optimizer.zero_grad(set_to_none=True)
+        if reason is not None:
+            self.skipped += 1
+            self.skip_reasons[reason.split(" (")[0]] = (
+                self.skip_reasons.get(reason.split(" (")[0], 0) + 1
+            )
+            metrics["skip_reason"] = reason
+        self.samples += bs
+        self.tokens += step_tokens
+        metrics.update(samples=self.samples, tokens=self.tokens, skipped=self.skipped)
+        return metrics
+
+    # -- validation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict[str, dict[str, float]]:
+        """Loss and perplexity per group on the held-out split."""
+        self.model.eval()
+        out = {}
+        for group in self.loader.groups:
+            total, count = torch.zeros((), dtype=torch.float64), 0
+            for batch in self.loader.validation_batches(
+                group, self.cfg.micro_batch_size, self.cfg.eval_samples
+            ):
+                loss, n = self._loss(batch)
+                total += loss.double().cpu() * n
+                count += n
+            if count:
+                mean = float(total / count)
+                out[group] = {"loss": mean, "ppl": math.exp(min(mean, 50.0)), "tokens": count}
+        self.model.train()
+        return out
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def save(self) -> Path:
+        ckpt.fault_point("checkpoint-before", self.step)
+        path = ckpt.save_training_checkpoint(
+            self.run,
+            self.step,
+            self.model,
+            self.recipe,
+            {
+                "optimizer": optimizer_tensors(self.model, self.optimizer),
+                "rng": ckpt.rng_tensors(),
+            },
+            self.trainer_state(),
+            self.tokenizer_file,
+            self.cfg.keep_last,
+        )
+        ckpt.fault_point("checkpoint-after", self.step)
+        return path
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        self._stop_reason = signal.Signals(signum).name
+
+    def _should_stop(self, started: float) -> str | None:
+        if self._stop_reason:
+            return self._stop_reason
+        if self.cfg.kill_switch and Path(self.cfg.kill_switch).exists():
+            return f"kill switch {self.cfg.kill_switch}"
+        limit = self.cfg.exit_duration_mins
+        if limit is not None and time.monotonic() - started > 60 * limit:
+            return f"time limit of {limit} min"
+        return None
+
+    def fit(self) -> dict[str, Any]:
+        """Train until train.max_tokens (or a stop request); returns a summary."""
+        cfg = self.cfg
+        resume_step = self.step if self.resumed_from is not None else None
+        log = MetricsLog(self.run, resume_step=resume_step, tensorboard=self.rank == 0)
+        old_handlers = {
+            s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)
+        }
+        tracker = _carbon_tracker(self.run, cfg.carbon_country) if self.rank == 0 else None
+        n_params = count_params(self.recipe.model).total
+        if self.resumed_from is not None:
+            log.print(f"resumed from {self.resumed_from} (step {self.step}, {self.tokens} tokens)")
+        log.print(
+            f"training {n_params:,} parameters on {self.device}, {self.total_steps} steps, "
+            f"{cfg.max_tokens:,} tokens; run folder {self.run}"
+        )
+        started = time.monotonic()
+        window_start, window_tokens = time.perf_counter(), 0
+        last: dict[str, Any] = {}
+        stop = None
+        try:
+            while self.tokens < cfg.max_tokens:
+                metrics = self.train_step()
+                ckpt.fault_point("step", self.step)
+                window_tokens += metrics["batch_size"] * self.seq_len
+                if self.step % cfg.log_every == 0 or self.tokens >= cfg.max_tokens:
+                    now = time.perf_counter()
+                    tps = window_tokens / max(now - window_start, 1e-9)
+                    window_start, window_tokens = now, 0
+                    tflops = tps * self.flops_per_token / 1e12 / self.world_size
+                    metrics.update(
+                        tokens_per_s=tps,
+                        tflops=tflops,
+                        mfu=tflops / self.peak_tflops if self.peak_tflops else None,
+                        memory_gb=peak_memory_gb(self.device),
+                    )
+                    log.log("train", self.step, metrics)
+                    eta = (self.total_steps - self.step) * (
+                        (time.monotonic() - started) / max(1, self.step - (resume_step or 0))
+                    )
+                    log.print(progress_line(self.step, self.total_steps, metrics, eta))
+                last = metrics
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self._log_validation(log)
+                stop = self._should_stop(started)
+                if stop or (cfg.save_every and self.step % cfg.save_every == 0):
+                    self.save()
+                if stop:
+                    log.print(f"stopping at step {self.step}: {stop}; resume with --resume")
+                    break
+            else:
+                self._log_validation(log)
+                if not ckpt.checkpoint_dirs(self.run) or (
+                    ckpt.checkpoint_dirs(self.run)[-1].name != f"{ckpt.PREFIX}{self.step:08d}"
+                ):
+                    self.save()
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+            emissions = tracker.stop() if tracker is not None else None
+            log.close()
+        return {
+            "step": self.step,
+            "tokens": self.tokens,
+            "skipped": self.skipped,
+            "skip_reasons": self.skip_reasons,
+            "stopped": stop,
+            "last": last,
+            "emissions_kg": emissions,
+            "checkpoint": str(ckpt.checkpoint_dirs(self.run)[-1]),
+        }
+
+    def _log_validation(self, log: MetricsLog) -> None:
+        results = self.validate()
+        if not results:
+            return
+        flat = {f"{g}/{k}": v for g, r in results.items() for k, v in r.items() if k != "tokens"}
+        log.log("valid", self.step, flat)
+        log.print(
+            "valid "
+            + " | ".join(f"{g} loss {r['loss']:.4f} ppl {r['ppl']:.1f}" for g, r in results.items())
+        )
+
+
+def _carbon_tracker(run: Path, country: str):
+    """codecarbon's offline tracker when it is installed (measured energy and CO2), else None."""
+    try:
+        from codecarbon import OfflineEmissionsTracker
+    except ImportError:
+        return None
+    tracker = OfflineEmissionsTracker(
+        country_iso_code=country, output_dir=str(run), log_level="error", save_to_file=True
+    )
+    tracker.start()
+    return tracker

@@ -1,0 +1,116 @@
+"""Run metrics: a jsonl log, TensorBoard events and a progress line.
+
+In: one dict of scalars per logged step (loss, lr, grad norm, batch size, tokens/s, TFLOPs,
+MFU, memory, skipped steps) and per validation. Out: RUN/metrics.jsonl (one JSON object per
+line, the machine-readable record; rewritten at resume so it never holds steps the resumed run
+repeats), RUN/tb/ (TensorBoard, under `train/` and `valid/`), and a line on the console.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+# Dense bf16 peak TFLOP/s by device-name fragment (vendor datasheets), for MFU when the recipe
+# does not give train.peak_tflops. NVIDIA H100 SXM5 / H200: 989.4; A100: 312; L4: 121;
+# V100 has no bf16 (its fp16 tensor peak, 125, is used).
+PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L4": 121.0, "V100": 125.0}
+
+
+def device_peak_tflops(device: torch.device) -> float | None:
+    """Datasheet dense bf16 peak of the device, None when unknown (CPUs)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    if "H100" in name and "PCIe" in name:
+        return 756.0  # H100 PCIe datasheet
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def peak_memory_gb(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return None
+
+
+class MetricsLog:
+    def __init__(self, run: Path, resume_step: int | None = None, tensorboard: bool = True):
+        self.path = run / "metrics.jsonl"
+        if resume_step is not None:
+            self._truncate(resume_step)
+        elif self.path.exists():
+            self.path.unlink()
+        self._file = open(self.path, "a")  # noqa: SIM115 (kept open for the whole run)
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(run / "tb"), purge_step=resume_step)
+            except ImportError:  # tensorboard is optional at run time
+                self._tb = None
+        self.console = Console(highlight=False)
+
+    def _truncate(self, step: int) -> None:
+        """Drop records of steps after `step`: the resumed run writes them again."""
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                break  # a line cut by the kill: everything after it is gone too
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{k}\n" for k in kept))
+        os.replace(tmp, self.path)
+
+    def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        record = {"kind": kind, "step": step, **values}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in values.items():
+                if isinstance(value, int | float) and value == value:
+                    self._tb.add_scalar(f"{kind}/{key}", value, step)
+
+    def print(self, text: str) -> None:
+        self.console.print(text)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def progress_line(step: int, total: int | None, m: dict[str, Any], eta: float | None) -> str:
+    parts = [f"step {step}" + (f"/{total}" if total else "")]
+    parts.append(f"loss {m['loss']:.4f}" if m.get("loss") is not None else "loss -")
+    parts.append(f"lr {m['lr']:.2e}")
+    if m.get("grad_norm") is not None:
+        parts.append(f"gnorm {m['grad_norm']:.3f}")
+    parts.append(f"bs {m['batch_size']}")
+    parts.append(f"{m['tokens_per_s']:,.0f} tok/s")
+    parts.append(f"{m['tflops']:.2f} TFLOPs")
+    if m.get("mfu") is not None:
+        parts.append(f"MFU {100 * m['mfu']:.1f}%")
+    if m.get("memory_gb") is not None:
+        parts.append(f"mem {m['memory_gb']:.1f}G")
+    if m.get("skipped"):
+        parts.append(f"[yellow]skipped {m['skipped']}[/yellow]")
+    if eta is not None:
+        parts.append(f"ETA {format_duration(eta)}")
+    return " | ".join(parts)
