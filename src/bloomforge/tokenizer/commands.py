@@ -21,6 +21,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     tok = commands.add_parser(
         "tokenizer", help="train a byte-level BPE tokenizer; fertility tables (BLOOM-style)"
     )
+    tok.set_defaults(func=lambda _args: tok.print_help() or 0)
     sub = tok.add_subparsers(title="tokenizer commands", metavar="ACTION")
 
     train = sub.add_parser("train", help="train a BLOOM-style byte-level BPE tokenizer")
@@ -166,6 +167,14 @@ def _run_fertility(args: argparse.Namespace) -> int:
         )
         references["monolingual"] = baselines
         info["references"]["monolingual"] = base_info
+        short = {
+            k: v for k, v in base_info["vocab_size_reached"].items() if v < args.baseline_vocab_size
+        }
+        if short:
+            notes.append(
+                "monolingual baselines below --baseline-vocab-size (too little text): "
+                + ", ".join(f"{k} {v}" for k, v in sorted(short.items()))
+            )
         if base_info["trained_on_eval_text"]:
             notes.append(
                 "monolingual baselines of "

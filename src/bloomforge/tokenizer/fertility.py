@@ -195,7 +195,12 @@ def monolingual_baselines(
     from bloomforge.tokenizer.train import train_on_texts, train_tokenizer
 
     tokenizers: dict[str, Tokenizer] = {}
-    info: dict = {"vocab_size": vocab_size, "train_text": {}, "trained_on_eval_text": []}
+    info: dict = {
+        "vocab_size": vocab_size,
+        "vocab_size_reached": {},  # below vocab_size where the text has too few pairs
+        "train_text": {},
+        "trained_on_eval_text": [],
+    }
     for lang, ev in sorted(texts.items()):
         specs = train_specs.get(lang)
         if specs:
@@ -207,4 +212,5 @@ def monolingual_baselines(
             tokenizers[lang] = train_on_texts(ev.texts, vocab_size)
             info["train_text"][lang] = ev.files
             info["trained_on_eval_text"].append(lang)
+        info["vocab_size_reached"][lang] = tokenizers[lang].get_vocab_size()
     return tokenizers, info
