@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -123,9 +124,9 @@ def test_language_counts_match_an_independent_count():
     }
 
 
-def _realised(alpha: float, cap: int = 10**9, langs=LANGS):
+def _realised(alpha: float, cap: int = 10**9, langs=LANGS, seed: int = 1):
     specs = _corpus_specs(langs)
-    plan = plan_sampling(count_languages(specs), alpha, cap, seed=1)
+    plan = plan_sampling(count_languages(specs), alpha, cap, seed=seed)
     for _ in sample_documents(specs, plan):
         pass
     used = sum(s.bytes_used for s in plan.languages.values())
@@ -152,6 +153,15 @@ def test_alpha_one_keeps_natural_data():
         assert share.documents_used == share.documents_available
 
 
+def test_sampling_is_deterministic_per_seed():
+    def used(seed):
+        plan, _ = _realised(0.3, langs=("fr", "zh"), seed=seed)
+        return {k: (s.bytes_used, s.documents_used) for k, s in plan.languages.items()}
+
+    assert used(7) == used(7)
+    assert used(7) != used(8)
+
+
 def test_byte_cap_is_honoured_and_keeps_proportions():
     cap = 60_000
     n = {lang: _natural_bytes(lang) for lang in LANGS}
@@ -165,9 +175,14 @@ def test_byte_cap_is_honoured_and_keeps_proportions():
 
 
 def test_cli_writes_tokenizer_and_sampling(tmp_path, capsys):
-    bad = tmp_path / "mixed.jsonl"
-    good = [json.dumps({"text": t, "language": "fr"}) for t in ("Bonjour le monde.", "Ça va ?")]
-    bad.write_text("\n".join([*good, "{not json", json.dumps({"txt": "x"})]) + "\n")
+    # A `data prepare`-style record (datatrove jsonl, language in metadata), gzipped, plus two
+    # bad records that must be counted and skipped.
+    bad = tmp_path / "prepared.jsonl.gz"
+    good = [
+        json.dumps({"text": t, "id": str(i), "metadata": {"language": "fr", "source": "x"}})
+        for i, t in enumerate(("Bonjour le monde.", "Ça va ?"))
+    ]
+    bad.write_bytes(gzip.compress(("\n".join([*good, "{not json", '{"txt": 1}']) + "\n").encode()))
     out = tmp_path / "tok"
     rc = main(
         [
