@@ -1,0 +1,201 @@
+"""`bloomforge tokenizer train | fertility`: the tokenizer stage's command line.
+
+In: argv parsed by `bloomforge.cli`. Out: `train` writes `OUT/tokenizer.json` + `OUT/sampling.json`
+and prints the sampling used; `fertility` prints a markdown table (and with `--out DIR` writes
+`fertility.md` + `fertility.json`). Cheap to import: the work is imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+# BLOOM §3.2: α = 0.3 over languages; duplicated here as a literal so importing stays cheap.
+_ALPHA = 0.3
+_MAX_BYTES = 1_000_000_000
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    tok = commands.add_parser(
+        "tokenizer", help="train a byte-level BPE tokenizer; fertility tables (BLOOM-style)"
+    )
+    tok.set_defaults(func=lambda _args: tok.print_help() or 0)
+    sub = tok.add_subparsers(title="tokenizer commands", metavar="ACTION")
+
+    train = sub.add_parser("train", help="train a BLOOM-style byte-level BPE tokenizer")
+    train.add_argument(
+        "--input",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="[LANG=]PATH",
+        help="text, jsonl(.gz/.zst) or a `data prepare` folder; LANG= sets the language "
+        "(else the record's metadata, else the file name)",
+    )
+    train.add_argument("--vocab-size", type=int, default=32000, help="default 32000")
+    train.add_argument(
+        "--alpha", type=float, default=_ALPHA, help="language sampling p ∝ n^alpha (BLOOM: 0.3)"
+    )
+    train.add_argument(
+        "--max-bytes-per-language",
+        type=float,
+        default=_MAX_BYTES,
+        help="cap on the bytes any language contributes after sampling (default 1e9)",
+    )
+    train.add_argument("--min-frequency", type=int, default=2, help="BPE min pair count")
+    train.add_argument("--seed", type=int, default=0, help="seed of the document sampling")
+    train.add_argument("--text-key", default="text", help="jsonl field with the text")
+    train.add_argument("--out", required=True, help="output folder (tokenizer.json)")
+    train.set_defaults(func=_run_train)
+
+    fert = sub.add_parser("fertility", help="tokens per word per language vs references")
+    fert.add_argument("--tokenizer", required=True, help="tokenizer.json or a folder with one")
+    fert.add_argument(
+        "--text",
+        action="append",
+        required=True,
+        metavar="[LANG=]PATH",
+        help="evaluation text (repeatable); X.words beside X.txt gives the words",
+    )
+    fert.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="reference tokenizer.json or folder (repeatable)",
+    )
+    fert.add_argument(
+        "--monolingual-baselines",
+        action="store_true",
+        help="train a monolingual tokenizer per language as the reference (as BLOOM did)",
+    )
+    fert.add_argument("--baseline-vocab-size", type=int, default=8000, help="default 8000")
+    fert.add_argument(
+        "--train-text",
+        action="append",
+        default=[],
+        metavar="LANG=PATH",
+        help="training text of a language's baseline (default: that language's --text)",
+    )
+    fert.add_argument("--max-bytes-per-language", type=float, default=_MAX_BYTES)
+    fert.add_argument("--seed", type=int, default=0)
+    fert.add_argument("--out", help="folder for fertility.md and fertility.json")
+    fert.set_defaults(func=_run_fertility)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from bloomforge.data.inputs import parse_inputs
+    from bloomforge.tokenizer.train import (
+        check_vocab_size,
+        format_sampling,
+        progress_enabled,
+        save_trained,
+        train_tokenizer,
+    )
+
+    check_vocab_size(args.vocab_size)  # before reading gigabytes
+    specs = parse_inputs(args.input)
+    start = time.perf_counter()
+    result = train_tokenizer(
+        specs,
+        args.vocab_size,
+        args.alpha,
+        int(args.max_bytes_per_language),
+        args.seed,
+        args.min_frequency,
+        args.text_key,
+        show_progress=progress_enabled(),
+    )
+    seconds = time.perf_counter() - start
+    out = save_trained(args.out, result, args.vocab_size)
+    print(f"read {result.read_stats.summary()}")
+    print(format_sampling(result.plan))
+    got = result.tokenizer.get_vocab_size()
+    note = "" if got == args.vocab_size else f" (asked {args.vocab_size}: not enough text)"
+    print(f"wrote {out}/tokenizer.json: {got} tokens{note}; {seconds:.1f} s")
+    return 0
+
+
+def _run_fertility(args: argparse.Namespace) -> int:
+    from bloomforge.data.inputs import ReadStats, parse_inputs
+    from bloomforge.errors import BloomforgeError
+    from bloomforge.tokenizer.fertility import (
+        OURS,
+        fertility_table,
+        format_fertility,
+        load_eval_texts,
+        monolingual_baselines,
+    )
+    from bloomforge.tokenizer.io import find_tokenizer_file, load_tokenizer
+
+    ours = load_tokenizer(args.tokenizer)
+    references: dict = {}
+    info: dict = {"tokenizer": str(find_tokenizer_file(args.tokenizer)), "references": {}}
+    for spec in args.reference:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise BloomforgeError(f"--reference '{spec}': expected NAME=PATH")
+        if name in references or name in (OURS, "monolingual"):
+            raise BloomforgeError(f"--reference '{spec}': name '{name}' is already used")
+        references[name] = load_tokenizer(path)
+        info["references"][name] = {"path": str(find_tokenizer_file(path))}
+    if not references and not args.monolingual_baselines:
+        print("no --reference or --monolingual-baselines: reporting our tokenizer only")
+    stats = ReadStats()
+    texts = load_eval_texts(parse_inputs(args.text), stats)
+    if stats.skipped:
+        print(f"--text: {stats.summary()}", file=sys.stderr)
+    notes = []
+    if args.monolingual_baselines:
+        train_specs: dict = {}
+        for spec in args.train_text:
+            lang, sep, _ = spec.partition("=")
+            if not sep:
+                raise BloomforgeError(f"--train-text '{spec}': expected LANG=PATH")
+            train_specs.setdefault(lang, []).extend(parse_inputs([spec]))
+        unused = sorted(set(train_specs) - set(texts))
+        if unused:
+            notes.append(f"--train-text for {', '.join(unused)}: no --text in that language")
+        baselines, base_info = monolingual_baselines(
+            texts,
+            train_specs,
+            args.baseline_vocab_size,
+            int(args.max_bytes_per_language),
+            args.seed,
+        )
+        references["monolingual"] = baselines
+        info["references"]["monolingual"] = base_info
+        short = {
+            k: v for k, v in base_info["vocab_size_reached"].items() if v < args.baseline_vocab_size
+        }
+        if short:
+            notes.append(
+                "monolingual baselines below --baseline-vocab-size (too little text): "
+                + ", ".join(f"{k} {v}" for k, v in sorted(short.items()))
+            )
+        if base_info["trained_on_eval_text"]:
+            notes.append(
+                "monolingual baselines of "
+                + ", ".join(base_info["trained_on_eval_text"])
+                + " were trained on the evaluation text itself (no --train-text given); "
+                "BLOOM trained them on separate monolingual corpora"
+            )
+    table = fertility_table(ours, references, texts)
+    table.update(info)
+    table["notes"] = notes
+    markdown = format_fertility(table, list(references))
+    if notes:
+        markdown += "\n\n" + "\n".join(f"Note: {n}" for n in notes)
+    print(markdown)
+    if args.out:
+        from bloomforge.atomic import atomic_directory
+
+        with atomic_directory(args.out) as tmp:
+            (tmp / "fertility.md").write_text(markdown + "\n", encoding="utf-8")
+            (tmp / "fertility.json").write_text(
+                json.dumps(table, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
+        print(f"wrote {args.out}/fertility.md and fertility.json")
+    return 0
