@@ -216,3 +216,28 @@ def test_cli_dry_run_and_errors(tokens, tmp_path, capsys):
     _train(tokens, run, **{"train.max_tokens": 256})
     assert main(["train", str(run / "config.yaml")]) == 2
     assert "already has checkpoints; pass --resume" in capsys.readouterr().err
+
+
+def _one_step_weights(tokens, out, **extra) -> dict[str, torch.Tensor]:
+    recipe = load_recipe(None, _overrides(tokens, out, **extra))
+    trainer = Trainer(recipe)
+    metrics = trainer.train_step()
+    assert metrics["loss"] is not None and metrics["loss"] == metrics["loss"]
+    return {n: p.detach().clone() for n, p in trainer.model.state_dict().items()}
+
+
+def test_activation_checkpointing_keeps_names_and_results(tokens, tmp_path):
+    plain = _one_step_weights(tokens, tmp_path / "a")
+    ac = _one_step_weights(tokens, tmp_path / "b", **{"train.activation_checkpointing": True})
+    assert plain.keys() == ac.keys()  # checkpoint names unchanged by the wrapper
+    for name in plain:
+        torch.testing.assert_close(ac[name], plain[name], rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_step_tracks_fp32(tokens, tmp_path):
+    fp32 = load_recipe(None, _overrides(tokens, tmp_path / "a"))
+    bf16 = load_recipe(None, _overrides(tokens, tmp_path / "b", **{"train.precision": "bf16"}))
+    a, b = Trainer(fp32).train_step(), Trainer(bf16).train_step()
+    assert abs(a["loss"] - b["loss"]) / a["loss"] < 1e-2  # same init and batch, bf16 matmuls
+    for p in Trainer(bf16).model.parameters():
+        assert p.dtype == torch.float32  # master weights stay fp32
