@@ -112,14 +112,16 @@ def test_megatron_formula_and_published_training_times():
     plan = plan_model(cfg, 300e9, A100, gpus=1024, tflops=140.0, layout=full)
     assert plan["days"] == pytest.approx(34, rel=0.05)
     one_t = gpt(128, 25600, 128)
-    plan = plan_model(one_t, 450e9, A100, gpus=3072, tflops=163.0, layout=Layout(
-        recompute="full", tp=8, pp=64))
+    plan = plan_model(
+        one_t, 450e9, A100, gpus=3072, tflops=163.0, layout=Layout(recompute="full", tp=8, pp=64)
+    )
     assert plan["days"] == pytest.approx(84, rel=0.05)
 
 
 def test_budget_compute_is_gpus_times_time_times_tflops():
-    plan = plan_budget(A100, 384 * 111 * 24, gpus=384, tflops=150.0, recompute=True,
-                       layout=BLOOM_LAYOUT)
+    plan = plan_budget(
+        A100, 384 * 111 * 24, gpus=384, tflops=150.0, recompute=True, layout=BLOOM_LAYOUT
+    )
     c = 384 * 111 * 86400 * 150e12
     assert plan["compute_hardware_flops"] == pytest.approx(c)
     assert plan["compute_model_flops"] == pytest.approx(0.75 * c)  # 6ND of 8ND
@@ -139,8 +141,18 @@ def test_candidate_shapes_respect_parallel_constraints():
 
 
 def test_gpu_table_has_datasheet_values_and_sources():
-    for name in ("v100", "a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "l4",
-                 "mi250x", "mi300x", "cpu"):
+    for name in (
+        "v100",
+        "a100-40gb",
+        "a100-80gb",
+        "h100-sxm",
+        "h100-pcie",
+        "h200",
+        "l4",
+        "mi250x",
+        "mi300x",
+        "cpu",
+    ):
         g = GPUS[name]
         assert g.peak_tflops > 0 and g.memory_gib > 0 and g.tdp_w > 0 and g.source
     assert (A100.peak_tflops, A100.memory_gib, A100.tdp_w) == (312.0, 80.0, 400.0)
@@ -149,9 +161,31 @@ def test_gpu_table_has_datasheet_values_and_sources():
 
 
 def test_cli_plan_json_and_errors(capsys):
-    argv = ["plan", "--model", "bloom-176b", "--tokens", "366e9", "--gpus", "384", "--gpu",
-            "a100-80gb", "--tp", "4", "--pp", "12", "--zero", "1", "--micro-batch", "2",
-            "--recompute", "--achieved-tflops", "150", "--country", "FRA", "--json"]
+    argv = [
+        "plan",
+        "--model",
+        "bloom-176b",
+        "--tokens",
+        "366e9",
+        "--gpus",
+        "384",
+        "--gpu",
+        "a100-80gb",
+        "--tp",
+        "4",
+        "--pp",
+        "12",
+        "--zero",
+        "1",
+        "--micro-batch",
+        "2",
+        "--recompute",
+        "--achieved-tflops",
+        "150",
+        "--country",
+        "FRA",
+        "--json",
+    ]
     assert main(argv) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["shapes"][0]["fits"] is True

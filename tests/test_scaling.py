@@ -74,8 +74,12 @@ def test_kaplan_and_compute_forms_recover_their_laws():
 
     power = ScalingLaw("compute", {"E": 1.7, "A": 60.0, "gamma": 0.07})
     n, d = np.meshgrid(np.logspace(7, 9, 4), np.logspace(9, 11, 4))
-    c_runs = Runs(n.ravel(), d.ravel(), np.array([power.loss(a, b) for a, b in
-                                                  zip(n.ravel(), d.ravel(), strict=True)]), [])
+    c_runs = Runs(
+        n.ravel(),
+        d.ravel(),
+        np.array([power.loss(a, b) for a, b in zip(n.ravel(), d.ravel(), strict=True)]),
+        [],
+    )
     fitted = fit_law(c_runs, "compute").law
     assert fitted.params["gamma"] == pytest.approx(0.07, rel=0.05)
     assert fitted.loss_at_compute(1e23) == pytest.approx(power.loss_at_compute(1e23), rel=1e-3)
@@ -85,8 +89,21 @@ def test_cli_fit_writes_law_plot_and_plan_reads_it(tmp_path, capsys):
     csv = tmp_path / "runs.csv"
     write_csv(csv, synthetic(TRUTH))
     out, png = tmp_path / "fit.json", tmp_path / "fit.png"
-    argv = ["scaling", "fit", str(csv), "--form", "chinchilla", "--bootstrap", "10",
-            "--compute", "1e22", "--out", str(out), "--plot", str(png)]
+    argv = [
+        "scaling",
+        "fit",
+        str(csv),
+        "--form",
+        "chinchilla",
+        "--bootstrap",
+        "10",
+        "--compute",
+        "1e22",
+        "--out",
+        str(out),
+        "--plot",
+        str(png),
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "alpha" in text and "optimal for C" in text

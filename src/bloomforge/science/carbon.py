@@ -102,9 +102,7 @@ def co2_tonnes(energy_mwh: float, gco2_per_kwh: float) -> float:
     return energy_mwh * gco2_per_kwh / 1000.0
 
 
-def carbon_report(
-    energy: dict[str, Any], gco2_per_kwh: float, grid_source: str
-) -> dict[str, Any]:
+def carbon_report(energy: dict[str, Any], gco2_per_kwh: float, grid_source: str) -> dict[str, Any]:
     return {
         **energy,
         "grid_gco2_per_kwh": gco2_per_kwh,

@@ -19,10 +19,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     fit = ssub.add_parser("fit", help="fit a law to runs.csv (columns N, D, loss[, name])")
     fit.add_argument("runs", help="CSV with columns N, D, loss and optionally name")
     fit.add_argument("--form", choices=("chinchilla", "kaplan", "compute"), default="chinchilla")
-    fit.add_argument("--grid", choices=("small", "hoffmann"), default="small",
-                     help="initialisation grid (hoffmann: the paper's 4500 starts; slow)")
-    fit.add_argument("--bootstrap", type=int, default=0, metavar="K",
-                     help="K resampled refits for percentile confidence intervals")
+    fit.add_argument(
+        "--grid",
+        choices=("small", "hoffmann"),
+        default="small",
+        help="initialisation grid (hoffmann: the paper's 4500 starts; slow)",
+    )
+    fit.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K resampled refits for percentile confidence intervals",
+    )
     fit.add_argument("--ci", type=float, default=95.0, help="interval level in %% (default 95)")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--compute", type=float, help="FLOPs budget for the optimal allocation")
@@ -38,10 +47,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     src.add_argument("--gpu-hours", type=float, help="GPU-hours (with --gpu)")
     carbon.add_argument("--gpu", default="a100-80gb", help="GPU whose TDP is used (default A100)")
     carbon.add_argument("--gpu-power-w", type=float, help="power per GPU instead of the TDP")
-    carbon.add_argument("--utilisation", type=float, default=1.0,
-                        help="average fraction of the power drawn (default 1.0)")
-    carbon.add_argument("--node-overhead-w", type=float, default=0.0,
-                        help="CPU/RAM/network watts per GPU added to the GPU power")
+    carbon.add_argument(
+        "--utilisation",
+        type=float,
+        default=1.0,
+        help="average fraction of the power drawn (default 1.0)",
+    )
+    carbon.add_argument(
+        "--node-overhead-w",
+        type=float,
+        default=0.0,
+        help="CPU/RAM/network watts per GPU added to the GPU power",
+    )
     carbon.add_argument("--pue", type=float, default=1.0, help="power usage effectiveness")
     _add_grid(carbon)
     carbon.add_argument("--json", action="store_true", help="print machine-readable json")
@@ -60,15 +77,27 @@ def _add_plan(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus", type=int, help="number of GPUs")
     p.add_argument("--days", type=float, help="wall-clock days of the budget (with --gpus)")
     p.add_argument("--gpu-hours", type=float, help="budget in GPU-hours")
-    p.add_argument("--achieved-tflops", type=float,
-                   help="hardware TFLOPs per GPU actually sustained (default 0.4 x peak)")
-    p.add_argument("--recompute", action="store_true",
-                   help="full activation recomputation (8ND FLOPs; BLOOM trained this way)")
-    p.add_argument("--selective-recompute", action="store_true",
-                   help="recompute attention only (Korthikanti et al. 2022)")
+    p.add_argument(
+        "--achieved-tflops",
+        type=float,
+        help="hardware TFLOPs per GPU actually sustained (default 0.4 x peak)",
+    )
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="full activation recomputation (8ND FLOPs; BLOOM trained this way)",
+    )
+    p.add_argument(
+        "--selective-recompute",
+        action="store_true",
+        help="recompute attention only (Korthikanti et al. 2022)",
+    )
     p.add_argument("--sequence-parallel", action="store_true")
-    p.add_argument("--optimal", default="chinchilla",
-                   help="N/D rule: chinchilla (D = 20N), hoffmann or epoch (fitted laws)")
+    p.add_argument(
+        "--optimal",
+        default="chinchilla",
+        help="N/D rule: chinchilla (D = 20N), hoffmann or epoch (fitted laws)",
+    )
     p.add_argument("--law", help="a law json from `bloomforge scaling fit --out`")
     p.add_argument("--model", help="preset (bloom-176b, ...) to cost instead of a budget")
     p.add_argument("--tokens", type=float, help="tokens to train --model on")
@@ -110,13 +139,24 @@ def _run_plan(args: argparse.Namespace) -> int:
         raise BloomforgeError("--recompute and --selective-recompute exclude each other")
     recompute = "full" if args.recompute else ("selective" if args.selective_recompute else "none")
     try:
-        layout = Layout(tp=args.tp, pp=args.pp, zero=args.zero, micro_batch=args.micro_batch,
-                        seq_len=args.seq_len, recompute=recompute,
-                        sequence_parallel=args.sequence_parallel)
+        layout = Layout(
+            tp=args.tp,
+            pp=args.pp,
+            zero=args.zero,
+            micro_batch=args.micro_batch,
+            seq_len=args.seq_len,
+            recompute=recompute,
+            sequence_parallel=args.sequence_parallel,
+        )
     except ValueError as e:
         raise BloomforgeError(str(e)) from e
-    common = dict(gpus=args.gpus, tflops=args.achieved_tflops, layout=layout,
-                  utilisation=args.utilisation, pue=args.pue)
+    common = dict(
+        gpus=args.gpus,
+        tflops=args.achieved_tflops,
+        layout=layout,
+        utilisation=args.utilisation,
+        pue=args.pue,
+    )
     if args.model:
         if args.tokens is None:
             raise BloomforgeError("--model needs --tokens (how many tokens to train on)")
@@ -133,8 +173,15 @@ def _run_plan(args: argparse.Namespace) -> int:
         else:
             raise BloomforgeError("give a budget (--gpus N --days D, or --gpu-hours H) or --model")
         law = load_law(args.law) if args.law else None
-        plan = plan_budget(gpu, gpu_hours, recompute=recompute == "full", rule=args.optimal,
-                           law=law, n_shapes=args.shapes, **common)
+        plan = plan_budget(
+            gpu,
+            gpu_hours,
+            recompute=recompute == "full",
+            rule=args.optimal,
+            law=law,
+            n_shapes=args.shapes,
+            **common,
+        )
     grid = _grid(args)
     if grid is not None:
         plan["grid"], plan["grid_source"] = grid
@@ -151,11 +198,18 @@ def _run_scaling_fit(args: argparse.Namespace) -> int:
     fit = fit_law(runs, args.form, args.grid, source=f"scaling fit of {args.runs}")
     ci = {}
     if args.bootstrap > 0:
-        ci = bootstrap(runs, fit, args.bootstrap, seed=args.seed, level=args.ci,
-                       compute=args.compute)
+        ci = bootstrap(
+            runs, fit, args.bootstrap, seed=args.seed, level=args.ci, compute=args.compute
+        )
     law = ScalingLaw(fit.law.form, fit.law.params, fit.law.source, ci)
-    result = {**law.to_dict(), "n_runs": fit.n_runs, "objective": fit.objective,
-              "huber_delta": 1e-3, "bootstrap": args.bootstrap, "ci_level": args.ci}
+    result = {
+        **law.to_dict(),
+        "n_runs": fit.n_runs,
+        "objective": fit.objective,
+        "huber_delta": 1e-3,
+        "bootstrap": args.bootstrap,
+        "ci_level": args.ci,
+    }
     if args.compute is not None:
         result["compute"] = args.compute
         if law.form == "compute":
@@ -183,10 +237,14 @@ def _run_scaling_fit(args: argparse.Namespace) -> int:
         if "params" in o:
             extra = ""
             if "N_opt" in ci:
-                extra = (f"  N {args.ci:g}% CI [{ci['N_opt'][0]:.3e}, {ci['N_opt'][1]:.3e}],"
-                         f" D [{ci['D_opt'][0]:.3e}, {ci['D_opt'][1]:.3e}]")
-            print(f"optimal for C = {args.compute:.3e}: N = {o['params']:.3e}, "
-                  f"D = {o['tokens']:.3e}, loss {o['loss']:.4f}{extra}")
+                extra = (
+                    f"  N {args.ci:g}% CI [{ci['N_opt'][0]:.3e}, {ci['N_opt'][1]:.3e}],"
+                    f" D [{ci['D_opt'][0]:.3e}, {ci['D_opt'][1]:.3e}]"
+                )
+            print(
+                f"optimal for C = {args.compute:.3e}: N = {o['params']:.3e}, "
+                f"D = {o['tokens']:.3e}, loss {o['loss']:.4f}{extra}"
+            )
         else:
             print(f"predicted loss at C = {args.compute:.3e}: {o['loss']:.4f}")
     for what, path in (("law", args.out), ("plot", args.plot)):
@@ -212,8 +270,9 @@ def _run_carbon(args: argparse.Namespace) -> int:
         energy = energy_from_mwh(args.energy_mwh, args.pue)
     else:
         power = args.gpu_power_w if args.gpu_power_w is not None else get_gpu(args.gpu).tdp_w
-        energy = energy_from_gpu_hours(args.gpu_hours, power, args.utilisation, args.pue,
-                                       args.node_overhead_w)
+        energy = energy_from_gpu_hours(
+            args.gpu_hours, power, args.utilisation, args.pue, args.node_overhead_w
+        )
     report = carbon_report(energy, *grid)
     print(json.dumps(report, indent=2) if args.json else format_carbon(report))
     return 0

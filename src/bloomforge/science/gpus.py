@@ -55,7 +55,8 @@ GPUS: dict[str, GPU] = {
             989.0,
             80.0,
             700.0,
-            "NVIDIA H100 datasheet (SXM5): 1979 TFLOPs bf16 with sparsity = 989 dense, 80 GB, 700 W",
+            "NVIDIA H100 datasheet (SXM5): 1979 TFLOPs bf16 with sparsity = 989 dense, 80 GB, "
+            "700 W",
         ),
         GPU(
             "h100-pcie",

@@ -135,9 +135,7 @@ def estimate_memory(cfg: ModelConfig, layout: Layout) -> MemoryEstimate:
     """Bytes per GPU on the busiest pipeline stage (see the module docstring for sources)."""
     per_layer = activation_bytes_per_layer(cfg, layout, layout.recompute)
     # Rebuilding one layer during backward needs its activations without recomputation.
-    rebuild = (
-        activation_bytes_per_layer(cfg, layout, "none") if layout.recompute == "full" else 0.0
-    )
+    rebuild = activation_bytes_per_layer(cfg, layout, "none") if layout.recompute == "full" else 0.0
     layers_on_stage = math.ceil(cfg.n_layer / layout.pp)
     in_flight = {"only": 1, "first": layout.pp, "last": 1}  # 1F1B micro-batches held
     best: MemoryEstimate | None = None

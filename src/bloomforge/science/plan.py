@@ -170,8 +170,9 @@ def plan_budget(
     c_model = c_hw * (6.0 / 8.0 if recompute else 1.0)  # 8ND of hardware FLOPs train 6ND
     opt = optimal_allocation(c_model, rule, law)
     shapes = []
-    for cfg in candidate_shapes(opt["params"], layout.tp, layout.pp, seq_len=layout.seq_len,
-                                k=n_shapes):
+    for cfg in candidate_shapes(
+        opt["params"], layout.tp, layout.pp, seq_len=layout.seq_len, k=n_shapes
+    ):
         row = _memory_row(cfg, layout, gpu)
         # Tokens this exact shape trains in the budget, with its exact FLOPs/token.
         row["tokens"] = c_hw / train_flops_per_token(cfg, layout.seq_len, recompute)

@@ -51,13 +51,17 @@ def read_runs(path: str | Path) -> Runs:
         cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
         missing = [c for c in ("n", "d", "loss") if c not in cols]
         if missing:
-            raise BloomforgeError(f"{path}: missing column(s) {', '.join(missing)} (need N, D, loss)")
+            raise BloomforgeError(
+                f"{path}: missing column(s) {', '.join(missing)} (need N, D, loss)"
+            )
         n, d, loss, names = [], [], [], []
         for line, row in enumerate(reader, start=2):
             try:
                 vals = [float(row[cols[c]]) for c in ("n", "d", "loss")]
             except (TypeError, ValueError):
-                raise BloomforgeError(f"{path} line {line}: N, D and loss must be numbers") from None
+                raise BloomforgeError(
+                    f"{path} line {line}: N, D and loss must be numbers"
+                ) from None
             if min(vals) <= 0 or not all(map(math.isfinite, vals)):
                 raise BloomforgeError(f"{path} line {line}: N, D and loss must be positive")
             n.append(vals[0])
@@ -149,6 +153,7 @@ def _minimise(
     else:
         ln_c = np.log(runs.compute)
         fun, jac = (lambda t: _compute_objective(t, ln_c, ln_l, delta)), None
+
     def value(x: np.ndarray) -> float:
         f = fun(x)
         return float(f[0] if jac else f)
@@ -158,8 +163,9 @@ def _minimise(
     starts = [np.asarray(x0, dtype=float) for x0 in starts]
     with np.errstate(all="ignore"):
         scores = [value(x0) for x0 in starts]
-    order = sorted(range(len(starts)), key=lambda i: scores[i] if math.isfinite(scores[i])
-                   else math.inf)
+    order = sorted(
+        range(len(starts)), key=lambda i: scores[i] if math.isfinite(scores[i]) else math.inf
+    )
     best_x, best_f = None, math.inf
     for i in order[:polish]:
         res = minimize(fun, starts[i], jac=jac, method="L-BFGS-B", options={"maxiter": 2000})
@@ -193,7 +199,10 @@ class Fit:
 
 
 def fit_law(
-    runs: Runs, form: str = "chinchilla", grid: str = "small", delta: float = HUBER_DELTA,
+    runs: Runs,
+    form: str = "chinchilla",
+    grid: str = "small",
+    delta: float = HUBER_DELTA,
     source: str = "fit",
 ) -> Fit:
     if form not in GRIDS[grid]:
@@ -204,8 +213,13 @@ def fit_law(
 
 
 def bootstrap(
-    runs: Runs, fit: Fit, k: int, seed: int = 0, delta: float = HUBER_DELTA,
-    level: float = 95.0, compute: float | None = None,
+    runs: Runs,
+    fit: Fit,
+    k: int,
+    seed: int = 0,
+    delta: float = HUBER_DELTA,
+    level: float = 95.0,
+    compute: float | None = None,
 ) -> dict[str, list[float]]:
     """Percentile intervals over `k` refits on runs resampled with replacement (Efron 1979).
 
@@ -231,8 +245,10 @@ def bootstrap(
             samples["N_opt"].append(n_opt)
             samples["D_opt"].append(d_opt)
     lo, hi = (100 - level) / 2, 100 - (100 - level) / 2
-    return {name: [float(np.percentile(v, lo)), float(np.percentile(v, hi))]
-            for name, v in samples.items()}
+    return {
+        name: [float(np.percentile(v, lo)), float(np.percentile(v, hi))]
+        for name, v in samples.items()
+    }
 
 
 def plot_fit(runs: Runs, law: ScalingLaw, out: str | Path) -> None:
@@ -254,8 +270,13 @@ def plot_fit(runs: Runs, law: ScalingLaw, out: str | Path) -> None:
     if law.form != "compute":
         shown = sizes if len(sizes) <= 8 else sizes[np.linspace(0, len(sizes) - 1, 8).astype(int)]
         for n in shown:
-            ax.plot(c_grid, [law.loss(n, ci / (6 * n)) for ci in c_grid], color=cmap(norm(n)),
-                    lw=1, alpha=0.8)
+            ax.plot(
+                c_grid,
+                [law.loss(n, ci / (6 * n)) for ci in c_grid],
+                color=cmap(norm(n)),
+                lw=1,
+                alpha=0.8,
+            )
         frontier = [law.loss(*law.optimal(ci)) for ci in c_grid]
         ax.plot(c_grid, frontier, "k--", lw=1.5, label="compute-optimal frontier")
         sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
