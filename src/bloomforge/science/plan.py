@@ -269,7 +269,10 @@ def format_plan(plan: dict[str, Any], gpu_memory_gib: float) -> str:
         f"{'layers':>6} {'hidden':>6} {'heads':>5} {'params':>10} {'weights':>8} {'grads':>8} "
         f"{'optim':>8} {'acts':>8} {'total':>8}  fits {gpu_memory_gib:g} GiB"
     )
-    lines += ["", "memory per GPU (GiB, busiest pipeline stage):", header]
+    where = "memory per GPU (GiB, busiest pipeline stage)"
+    if not plan["gpus"]:
+        where += "; no --gpus, so DP = 1 and ZeRO partitions nothing"
+    lines += ["", where + ":", header]
     for r in plan["shapes"]:
         m = r["memory"]
         cols = [m[k] / GIB for k in ("weights", "gradients", "optimizer", "activations", "total")]
