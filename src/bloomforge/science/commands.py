@@ -198,9 +198,20 @@ def _run_scaling_fit(args: argparse.Namespace) -> int:
     fit = fit_law(runs, args.form, args.grid, source=f"scaling fit of {args.runs}")
     ci = {}
     if args.bootstrap > 0:
-        ci = bootstrap(
-            runs, fit, args.bootstrap, seed=args.seed, level=args.ci, compute=args.compute
-        )
+        from rich.console import Console
+        from rich.progress import Progress
+
+        with Progress(console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("bootstrap refits", total=args.bootstrap)
+            ci = bootstrap(
+                runs,
+                fit,
+                args.bootstrap,
+                seed=args.seed,
+                level=args.ci,
+                compute=args.compute,
+                on_step=lambda: progress.advance(task),
+            )
     law = ScalingLaw(fit.law.form, fit.law.params, fit.law.source, ci)
     result = {
         **law.to_dict(),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,6 +221,7 @@ def bootstrap(
     delta: float = HUBER_DELTA,
     level: float = 95.0,
     compute: float | None = None,
+    on_step: Callable[[], object] | None = None,
 ) -> dict[str, list[float]]:
     """Percentile intervals over `k` refits on runs resampled with replacement (Efron 1979).
 
@@ -244,6 +246,8 @@ def bootstrap(
             n_opt, d_opt = law.optimal(compute)
             samples["N_opt"].append(n_opt)
             samples["D_opt"].append(d_opt)
+        if on_step is not None:
+            on_step()
     lo, hi = (100 - level) / 2, 100 - (100 - level) / 2
     return {
         name: [float(np.percentile(v, lo)), float(np.percentile(v, hi))]
