@@ -102,3 +102,13 @@ def megatron_flops_per_iteration(cfg: ModelConfig, batch_size: int, seq_len: int
     """
     B, s, L, h, V = batch_size, seq_len, cfg.n_layer, cfg.hidden, cfg.padded_vocab_size
     return 96 * B * s * L * h * h * (1 + s / (6 * h) + V / (16 * L * h))
+
+
+def approx_train_flops(n_params: float, tokens: float, recompute: bool = False) -> float:
+    """The rule of thumb C = 6ND (Kaplan et al. 2020, section 2.1), 8ND with full recomputation.
+
+    2ND forward + 4ND backward; full activation recomputation repeats the forward (2ND more),
+    which is Narayanan et al. 2021's 4x instead of 3x. Attention and logits are left out, so
+    this sits a few percent under `train_flops_per_token(...) * tokens` for 2048-token contexts.
+    """
+    return (8.0 if recompute else 6.0) * n_params * tokens

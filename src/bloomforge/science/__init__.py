@@ -1,0 +1,1 @@
+"""The science stage: planning (compute, memory, time), scaling-law fits, energy and CO2."""
