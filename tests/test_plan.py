@@ -196,3 +196,15 @@ def test_cli_plan_json_and_errors(capsys):
     assert "a100-80gb" in capsys.readouterr().err
     assert main(["plan", "--gpu-hours", "1e6", "--gpu", "h100-sxm", "--optimal", "chinchilla"]) == 0
     assert "compute-optimal" in capsys.readouterr().out
+
+
+def test_device_names_map_to_the_gpu_table():
+    from bloomforge.science.gpus import gpu_from_device_name
+
+    assert gpu_from_device_name("NVIDIA H100 80GB HBM3").name == "h100-sxm"
+    assert gpu_from_device_name("NVIDIA H100 PCIe").name == "h100-pcie"
+    assert gpu_from_device_name("NVIDIA H200").name == "h200"
+    assert gpu_from_device_name("NVIDIA A100-SXM4-40GB").name == "a100-40gb"
+    assert gpu_from_device_name("NVIDIA A100-SXM4-80GB").name == "a100-80gb"
+    assert gpu_from_device_name("NVIDIA L4").name == "l4"
+    assert gpu_from_device_name("NVIDIA GeForce RTX 4090") is None

@@ -114,3 +114,21 @@ def get_gpu(name: str) -> GPU:
         hint = f"did you mean '{near[0]}'?" if near else "known: " + ", ".join(GPUS)
         raise BloomforgeError(f"unknown --gpu '{name}' ({hint})")
     return GPUS[key]
+
+
+def gpu_from_device_name(device_name: str) -> GPU | None:
+    """The table entry for a name as `torch.cuda.get_device_name` reports it, None if unknown.
+
+    E.g. "NVIDIA H100 80GB HBM3" -> h100-sxm, "NVIDIA A100-SXM4-40GB" -> a100-40gb.
+    """
+    name = device_name.lower()
+    rules = (
+        ("h200", "h200"),
+        ("h100", "h100-pcie" if "pcie" in name else "h100-sxm"),
+        ("a100", "a100-40gb" if "40gb" in name else "a100-80gb"),
+        ("v100", "v100"),
+        ("mi300x", "mi300x"),
+        ("mi250x", "mi250x"),
+        (" l4", "l4"),
+    )
+    return next((GPUS[key] for frag, key in rules if frag in f" {name}"), None)

@@ -16,20 +16,15 @@ from typing import Any
 import torch
 from rich.console import Console
 
-# Dense bf16 peak TFLOP/s by device-name fragment (vendor datasheets), for MFU when the recipe
-# does not give train.peak_tflops. NVIDIA H100 SXM5 / H200: 989.4; A100: 312; L4: 121;
-# V100 has no bf16 (its fp16 tensor peak, 125, is used).
-PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L4": 121.0, "V100": 125.0}
-
 
 def device_peak_tflops(device: torch.device) -> float | None:
-    """Datasheet dense bf16 peak of the device, None when unknown (CPUs)."""
+    """Datasheet dense bf16 peak (the one GPU table: science.gpus); None when unknown."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    if "H100" in name and "PCIe" in name:
-        return 756.0  # H100 PCIe datasheet
-    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    from bloomforge.science.gpus import gpu_from_device_name
+
+    gpu = gpu_from_device_name(torch.cuda.get_device_name(device))
+    return gpu.peak_tflops if gpu is not None else None
 
 
 def peak_memory_gb(device: torch.device) -> float | None:
