@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     batch_size = args.batch_size
     if batch_size != "auto":
         if not batch_size.isdigit() or int(batch_size) < 1:
-            raise BloomforgeError(f"--batch-size: expected a positive integer or auto: {batch_size}")
+            raise BloomforgeError(f"--batch-size: a positive integer or auto, got {batch_size}")
         batch_size = int(batch_size)
     if args.limit is not None and args.limit < 1:
         raise BloomforgeError("--limit must be >= 1")

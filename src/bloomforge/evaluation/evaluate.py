@@ -144,9 +144,7 @@ def format_table(results: dict[str, Any]) -> str:
             m = res["all"] if subset == "all" else subsets[subset]
             for name in [k for k in m if k != "n" and not k.endswith("_stderr")]:
                 err = m.get(f"{name}_stderr", float("nan"))
-                rows.append(
-                    (task, subset, name, _fmt(m[name]), _fmt(err), str(int(m["n"])))
-                )
+                rows.append((task, subset, name, _fmt(m[name]), _fmt(err), str(int(m["n"]))))
     for lang, m in results.get("perplexity", {}).items():
         if lang.startswith("_"):
             continue

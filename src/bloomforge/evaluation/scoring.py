@@ -125,8 +125,11 @@ class Scorer:
                 raise ValueError("every request needs >= 1 context and >= 1 continuation token")
         # lm-eval's Collator order: longest first (OOM shows at once), ties by token content.
         order = sorted(
-            range(len(requests)), key=lambda i: (-len(requests[i][0]) - len(requests[i][1]),
-                                                 tuple(requests[i][0] + requests[i][1]))
+            range(len(requests)),
+            key=lambda i: (
+                -len(requests[i][0]) - len(requests[i][1]),
+                tuple(requests[i][0] + requests[i][1]),
+            ),
         )
         results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
         start = 0
@@ -183,7 +186,8 @@ class Scorer:
         greedy = logprobs.argmax(dim=-1) == target
         out, at = [], 0
         for n in cont_lens:
-            out.append((float(token_ll[at : at + n].double().sum()), bool(greedy[at : at + n].all())))
+            ll = float(token_ll[at : at + n].double().sum())
+            out.append((ll, bool(greedy[at : at + n].all())))
             at += n
         return out
 
@@ -217,4 +221,3 @@ class Scorer:
             return context
         # lm-eval's HFLM left-truncates the context to max_length - max_gen_toks tokens.
         return self.tokenizer.decode(ids[-max(budget, 1) :], skip_special_tokens=False)
-

@@ -92,10 +92,7 @@ class TaskSpec:
         out = {}
         for subset, name in self.files.items():
             path = data_dir / name
-            out[subset] = [
-                self.example(rec, subset, where)
-                for rec, where in _records(path, limit)
-            ]
+            out[subset] = [self.example(rec, subset, where) for rec, where in _records(path, limit)]
         return out
 
 
