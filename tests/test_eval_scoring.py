@@ -158,7 +158,7 @@ def test_batch_size_does_not_change_scores(ckpt):
 
 
 def test_stderr_formulas_are_lm_eval_s():
-    from lm_eval.api.metrics import mean_stderr, pooled_sample_stderr, perplexity
+    from lm_eval.api.metrics import mean_stderr, perplexity, pooled_sample_stderr
 
     xs = [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0]
     assert M.mean_stderr(xs) == pytest.approx(mean_stderr(xs), rel=1e-12)

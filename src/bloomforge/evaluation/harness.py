@@ -71,7 +71,9 @@ class BloomforgeLM(TemplateLM):
     def max_length(self) -> int:
         return int(self.scorer.max_length or 0)
 
-    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **_: Any) -> list[int]:
+    def tok_encode(
+        self, string: str, add_special_tokens: bool | None = None, **_: Any
+    ) -> list[int]:
         return self.scorer.encode(string)
 
     def tok_decode(self, tokens: list[int], **_: Any) -> str:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 
 def main() -> None:
-    import bloomforge.evaluation.harness  # noqa: F401  (registers --model bloomforge)
     from lm_eval.__main__ import cli_evaluate
+
+    import bloomforge.evaluation.harness  # noqa: F401  (registers --model bloomforge)
 
     cli_evaluate()
 
