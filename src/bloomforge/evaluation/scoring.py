@@ -178,7 +178,8 @@ class Scorer:
             rows += [row] * n
             cols += range(len(x) - n, len(x))
             targets += batch[row][1]
-        picked = hidden[torch.tensor(rows), torch.tensor(cols)]  # (N, h): continuation only
+        dev = hidden.device
+        picked = hidden[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]  # (N, h)
         logits = self.model.logits(picked)[:, : self.vocab_limit].float()
         logprobs = torch.log_softmax(logits, dim=-1)  # (N, V)
         target = torch.tensor(targets, device=logprobs.device)
