@@ -25,7 +25,11 @@ PAIRS = [
     ("我想节约能源", "，所以关灯"),
     ("a" * 40, " b"),  # longer than the context: truncated from the left
     ("Die Frau", " ging in Rente."),
-    ("Die Frau", " ging"),  # a one-token-longer sibling shares the context
+    ("Die Frau", " ging"),  # choices sharing a context run it once (KV cache)
+    ("Die Frau", "en gingen"),  # bytes: "Die Frau" stays the context's tokens, shared too
+    ("Die Frau ", "ging"),  # same tokens as the first "Die Frau" pair after the space moves
+    ("x", " y"),  # one-token contexts shared: nothing before the last context token
+    ("x", "yz"),
 ]
 TEXTS = ["Ceplerimi boşalttım ve bir bilet koçanı aldım. " * 3, "short", "x" * MAX_LEN]
 
@@ -147,14 +151,18 @@ def test_perplexity_against_float64_hand_computation(scorer):
     assert m["word_perplexity"] == pytest.approx(math.exp(-expected / 3), rel=1e-4)
 
 
-def test_batch_size_does_not_change_scores(ckpt):
+@pytest.mark.parametrize(("batch_size", "share"), [(1, False), (2, True), (7, True)])
+def test_batching_and_context_sharing_do_not_change_scores(ckpt, batch_size, share):
     from bloomforge.checkpoint import load_checkpoint
 
     c = load_checkpoint(ckpt)
-    one = Scorer(c.model, c.tokenizer(), batch_size=1).loglikelihood(PAIRS)
-    many = Scorer(c.model, c.tokenizer(), batch_size=7).loglikelihood(PAIRS)
-    for (a, ga), (b, gb) in zip(one, many, strict=True):
+    plain = Scorer(c.model, c.tokenizer(), batch_size=16, share_context=False)
+    ours = Scorer(c.model, c.tokenizer(), batch_size=batch_size, share_context=share)
+    pairs = PAIRS + [(f"Le chat{'!' * k}", f" dort{'.' * k}") for k in range(4)]
+    for (a, ga), (b, gb) in zip(plain.loglikelihood(pairs), ours.loglikelihood(pairs), strict=True):
         assert a == pytest.approx(b, abs=1e-5) and ga == gb
+    groups, _ = ours._context_groups([ours.encode_pair(*p) for p in pairs])
+    assert sorted(len(members) for _, members in groups) == [2, 4]  # "x" x2, "Die Frau" x4
 
 
 def test_stderr_formulas_are_lm_eval_s():

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 
 import torch
 from tokenizers import Tokenizer
+from torch import Tensor
 
-from bloomforge.model.bloom import BloomLM
+from bloomforge.model.bloom import BloomLM, KVCache
 
 CPU_BATCH_SIZE = 16  # `--batch-size auto` on CPU: no OOM signal to probe, so a fixed default
 AUTO_START = 512  # `--batch-size auto` on CUDA: start here, halve on out-of-memory
@@ -58,6 +59,7 @@ class Scorer:
     device: torch.device | str = "cpu"
     batch_size: int | str = "auto"
     max_length: int | None = None  # None: the model's max_seq_len
+    share_context: bool = True  # run a context shared by several choices once (KV cache)
     _found_batch: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -123,21 +125,32 @@ class Scorer:
         for ctx, cont in requests:
             if not ctx or not cont:
                 raise ValueError("every request needs >= 1 context and >= 1 continuation token")
-        # lm-eval's Collator order: longest first (OOM shows at once), ties by token content.
-        order = sorted(
-            range(len(requests)),
-            key=lambda i: (
-                -len(requests[i][0]) - len(requests[i][1]),
-                tuple(requests[i][0] + requests[i][1]),
-            ),
-        )
+            if len(cont) > self.max_length:
+                raise ValueError(f"continuation of {len(cont)} tokens exceeds {self.max_length}")
         results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+        groups, singles = self._context_groups(requests) if self.share_context else ([], [])
+        if not self.share_context:
+            singles = list(range(len(requests)))
+        # lm-eval's Collator order: longest first (OOM shows at once), ties by token content.
+        singles.sort(key=lambda i: (-len(requests[i][0]) - len(requests[i][1]), requests[i]))
+        groups.sort(key=lambda g: -len(g[0]) - max(len(requests[i][1]) for i in g[1]))
+        units = [("group", g) for g in groups] + [("single", i) for i in singles]
         start = 0
-        while start < len(order):
-            bs = self._batch_size()
-            chunk = order[start : start + bs]
+        while start < len(units):
+            bs, take, rows = self._batch_size(), [], 0
+            for kind, u in units[start:]:
+                n = len(u[1]) if kind == "group" else 1
+                if take and (rows + n > bs or kind != take[0][0]):
+                    break
+                take.append((kind, u))
+                rows += n
             try:
-                scored = self._score_batch([requests[i] for i in chunk])
+                if take[0][0] == "group":
+                    scored = self._score_shared([u for _, u in take], requests)
+                    idx = [i for _, (_, members) in take for i in members]
+                else:
+                    idx = [u for _, u in take]
+                    scored = self._score_batch([requests[i] for i in idx])
             except torch.OutOfMemoryError:
                 if self.batch_size != "auto" or bs == 1:
                     raise
@@ -145,12 +158,31 @@ class Scorer:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue
-            for i, r in zip(chunk, scored, strict=True):
+            for i, r in zip(idx, scored, strict=True):
                 results[i] = r
-            start += len(chunk)
+            start += len(take)
             if progress is not None:
-                progress(len(chunk))
+                progress(rows)
         return results
+
+    def _context_groups(
+        self, requests: Sequence[TokenPair]
+    ) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
+        """Requests sharing a context that fits without truncation: (context, members); rest."""
+        by_ctx: dict[tuple[int, ...], list[int]] = {}
+        singles = []
+        for i, (ctx, cont) in enumerate(requests):
+            if len(ctx) + len(cont) <= self.max_length + 1:
+                by_ctx.setdefault(tuple(ctx), []).append(i)
+            else:
+                singles.append(i)
+        groups = []
+        for ctx, members in by_ctx.items():
+            if len(members) > 1:
+                groups.append((list(ctx), members))
+            else:
+                singles += members
+        return groups, singles
 
     def _batch_size(self) -> int:
         if self.batch_size != "auto":
@@ -161,32 +193,77 @@ class Scorer:
         return self._found_batch
 
     def _score_batch(self, batch: Sequence[TokenPair]) -> list[tuple[float, bool]]:
+        """One forward of right-padded context + continuation rows."""
         L = self.max_length
-        inputs, cont_lens = [], []
-        for ctx, cont in batch:
-            if len(cont) > L:
-                raise ValueError(f"continuation of {len(cont)} tokens exceeds context {L}")
-            inputs.append((ctx + cont)[-(L + 1) :][:-1])  # lm-eval: truncate from the left
-            cont_lens.append(len(cont))
+        inputs = [(ctx + cont)[-(L + 1) :][:-1] for ctx, cont in batch]  # lm-eval: cut the left
         width = max(len(x) for x in inputs)
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         for row, x in enumerate(inputs):
             ids[row, : len(x)] = torch.tensor(x)  # right padding: real tokens never see it
         hidden = self.model(ids.to(self.device), return_hidden=True)  # (B, T, h)
+        ends = [len(x) for x in inputs]
+        return self._continuation_scores(hidden, ends, [cont for _, cont in batch])
+
+    def _score_shared(
+        self, groups: Sequence[tuple[list[int], list[int]]], requests: Sequence[TokenPair]
+    ) -> list[tuple[float, bool]]:
+        """Contexts run once (left-padded, into a KV cache); then every continuation of every
+        group runs as one batch on its context's cache rows."""
+        model, cfg = self.model, self.model.cfg
+        dtype = next(model.parameters()).dtype
+        past = [ctx[:-1] for ctx, _ in groups]  # the last context token predicts cont[0]
+        W = max(len(p) for p in past)
+        mask = torch.zeros((len(groups), W), dtype=torch.long)
+        owner, steps = [], []
+        for g, (ctx, members) in enumerate(groups):
+            for i in members:
+                owner.append(g)
+                steps.append([ctx[-1], *requests[i][1][:-1]])
+        T = max(len(s) for s in steps)
+        cache = KVCache(cfg, len(steps), W + T, self.device, dtype)
+        if W:
+            ids = torch.full((len(groups), W), self.pad_id, dtype=torch.long)
+            for g, p in enumerate(past):
+                if p:
+                    ids[g, W - len(p) :] = torch.tensor(p)
+                    mask[g, W - len(p) :] = 1
+            ctx_cache = KVCache(cfg, len(groups), W, self.device, dtype)
+            model(ids.to(self.device), attention_mask=mask.to(self.device), cache=ctx_cache,
+                  return_hidden=True)  # fmt: skip
+            rows = torch.tensor(owner, device=ctx_cache.k.device)
+            cache.k[:, :, :, :W] = ctx_cache.k.index_select(1, rows)
+            cache.v[:, :, :, :W] = ctx_cache.v.index_select(1, rows)
+            cache.length = W
+        ids = torch.full((len(steps), T), self.pad_id, dtype=torch.long)
+        for row, x in enumerate(steps):
+            ids[row, : len(x)] = torch.tensor(x)  # right padding after the real steps
+        full_mask = torch.cat([mask[owner], torch.ones((len(steps), T), dtype=torch.long)], 1)
+        hidden = model(
+            ids.to(self.device), attention_mask=full_mask.to(self.device), cache=cache,
+            return_hidden=True,
+        )  # fmt: skip
+        conts = [requests[i][1] for _, members in groups for i in members]
+        return self._continuation_scores(hidden, [len(x) for x in steps], conts)
+
+    def _continuation_scores(
+        self, hidden: Tensor, ends: Sequence[int], conts: Sequence[list[int]]
+    ) -> list[tuple[float, bool]]:
+        """Row r's continuation is predicted at columns ends[r]-len(cont) .. ends[r]-1."""
         rows, cols, targets = [], [], []
-        for row, (x, n) in enumerate(zip(inputs, cont_lens, strict=True)):
-            rows += [row] * n
-            cols += range(len(x) - n, len(x))
-            targets += batch[row][1]
+        for row, (end, cont) in enumerate(zip(ends, conts, strict=True)):
+            rows += [row] * len(cont)
+            cols += range(end - len(cont), end)
+            targets += cont
         dev = hidden.device
         picked = hidden[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]  # (N, h)
         logits = self.model.logits(picked)[:, : self.vocab_limit].float()
-        logprobs = torch.log_softmax(logits, dim=-1)  # (N, V)
-        target = torch.tensor(targets, device=logprobs.device)
+        logprobs = torch.log_softmax(logits, dim=-1)  # (N, V): only continuation positions
+        target = torch.tensor(targets, device=dev)
         token_ll = logprobs.gather(1, target[:, None]).squeeze(1)
         greedy = logprobs.argmax(dim=-1) == target
         out, at = [], 0
-        for n in cont_lens:
+        for cont in conts:
+            n = len(cont)
             ll = float(token_ll[at : at + n].double().sum())
             out.append((ll, bool(greedy[at : at + n].all())))
             at += n
