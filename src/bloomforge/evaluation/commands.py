@@ -37,6 +37,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--max-length", type=int, default=None, help="context (default: model's)")
+    p.add_argument(
+        "--no-share-context",
+        action="store_true",
+        help="run each choice's context again instead of once per example (for comparison)",
+    )
     p.add_argument("--out", default=None, help="write results json here")
     p.set_defaults(func=run)
 
@@ -79,7 +84,14 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     ckpt = load_checkpoint(args.ckpt, device=args.device, dtype=getattr(torch, args.dtype))
-    scorer = Scorer(ckpt.model, ckpt.tokenizer(), args.device, batch_size, args.max_length)
+    scorer = Scorer(
+        ckpt.model,
+        ckpt.tokenizer(),
+        args.device,
+        batch_size,
+        args.max_length,
+        share_context=not args.no_share_context,
+    )
     results: dict = {
         "checkpoint": str(Path(args.ckpt).resolve()),
         "config": {
@@ -90,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
             "device": args.device,
             "dtype": args.dtype,
             "max_length": scorer.max_length,
+            "share_context": scorer.share_context,
         },
     }
     with Progress(transient=True) as bar:

@@ -37,6 +37,7 @@ class BloomforgeLM(TemplateLM):
         dtype: str = "float32",
         max_length: int | str | None = None,
         max_gen_toks: int | str = 256,
+        share_context: bool | str = True,
         scorer: Scorer | None = None,
         **_: Any,  # lm-eval also passes max_batch_size etc.
     ) -> None:
@@ -54,6 +55,7 @@ class BloomforgeLM(TemplateLM):
                 device,
                 _batch_size(batch_size),
                 int(max_length) if max_length else None,
+                share_context=str(share_context).lower() not in ("false", "0", "no"),
             )
         self.scorer = scorer
         self.max_gen_toks = int(max_gen_toks)
