@@ -179,3 +179,23 @@ def test_stderr_formulas_are_lm_eval_s():
     # acc_norm divides by characters (-6/3 < -5/4), acc_bytes by UTF-8 bytes (-6/6 > -5/4).
     scores = M.choice_metrics([-6.0, -5.0], ["ééé", "abcd"], gold=0)
     assert scores == {"acc": 0.0, "acc_norm": 0.0, "acc_bytes": 1.0}
+
+
+def test_auto_batch_size_halves_on_out_of_memory(ckpt, monkeypatch):
+    from bloomforge.checkpoint import load_checkpoint
+
+    c = load_checkpoint(ckpt)
+    ref = Scorer(c.model, c.tokenizer(), batch_size=1, share_context=False).loglikelihood(PAIRS)
+    auto = Scorer(c.model, c.tokenizer(), batch_size="auto", share_context=False)
+    real = auto._score_batch
+
+    def small_memory(batch):  # a device that holds at most 3 rows
+        if len(batch) > 3:
+            raise torch.OutOfMemoryError("simulated")
+        return real(batch)
+
+    monkeypatch.setattr(auto, "_score_batch", small_memory)
+    got = auto.loglikelihood(PAIRS)
+    assert auto._found_batch == 2  # 16 (CPU start) -> 8 -> 4 -> 2
+    for (a, ga), (b, gb) in zip(ref, got, strict=True):
+        assert a == pytest.approx(b, abs=1e-5) and ga == gb
