@@ -76,9 +76,17 @@ def test_copa_hellaswag_lambada_winogrande_strings():
         assert ex.contexts[0] == copa_utils.doc_to_text(rec)
         assert ex.continuations == [" " + c for c in copa_utils.doc_to_choice(rec)]
         assert ex.choices[ex.gold] == copa_utils.doc_to_target(rec)
-    hs = get_task("hellaswag").read(DATA, limit=1)["en"][0]
-    assert hs.contexts[0] == "Roof shingle removal: A man is sitting on a roof. he"
-    assert hs.continuations[3] == " starts pulling up roofing on a roof." and hs.gold == 3
+    hs = get_task("hellaswag").read(DATA, limit=2)["en"]
+    # lm-eval: preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize())
+    assert hs[0].contexts[0] == "Roof shingle removal: A man is sitting on a roof. He"
+    assert hs[0].continuations[3] == " starts pulling up roofing on a roof." and hs[0].gold == 3
+    assert hs[1].contexts[0] == (
+        "Clean and jerk: A lady walks to a barbell. She bends down and grabs the pole. The lady"
+    )
+    wikihow = {"ind": 9, "activity_label": "Hair", "ctx": "Pick one. You can use a gel.",
+               "query": "", "label": 0, "endings": ["a", "b"]}  # fmt: skip
+    ex = get_task("hellaswag").example(wikihow, "en", "")
+    assert ex.contexts[0] == "Hair: Pick one. You can use a gel."
     # LAMBADA: lm-eval's split of {text} equals llm-foundry's independent {context, continuation}.
     ours = get_task("lambada").read(DATA, limit=50)["en"]
     ref = _records(DATA / "lambada" / "lambada_openai.llmfoundry.jsonl", 50)

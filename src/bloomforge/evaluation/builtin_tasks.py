@@ -44,6 +44,17 @@ def _copa_fields(record: dict[str, Any], connectives: dict[str, str]) -> dict[st
     }
 
 
+def _hellaswag_fields(record: dict[str, Any], subset: str) -> dict[str, Any]:
+    # lm-eval builds ctx_a + " " + ctx_b.capitalize(); the shared file kept ctx_a + " " + ctx_b
+    # without the split. ctx_b (ActivityNet items) is the lower-case fragment after the last
+    # sentence end, so that fragment is re-derived and capitalised; WikiHow items have none.
+    ctx = record["ctx"]
+    cut = ctx.rfind(". ") + 2
+    if cut > 1 and ctx[cut : cut + 1].islower():
+        ctx = ctx[:cut] + ctx[cut:].capitalize()
+    return {"query": f"{record['activity_label']}: {ctx}"}
+
+
 def _lambada_fields(record: dict[str, Any], subset: str) -> dict[str, Any]:
     # lm_eval/tasks/lambada/lambada_openai.yaml: context = all but the last space-separated
     # word; target = " " + the last word.
@@ -81,8 +92,9 @@ HELLASWAG = register(
     TaskSpec(
         name="hellaswag",
         files={"en": "hellaswag/hellaswag_val.preprocessed.jsonl.gz"},
-        # The file already holds lm-eval's preprocess() of query and endings.
+        # The file already holds lm-eval's preprocess() of ctx and endings.
         context="{query}",
+        prepare=_hellaswag_fields,
         choices="endings",
         gold="label",
         description="HellaSwag validation, lm-eval's preprocessed query + ending",
