@@ -241,3 +241,69 @@ def test_task_file_errors(tmp_path):
         spec.example({"a": "q", "c": ["x", "y"], "y": 5}, "all", "f:1")
     with pytest.raises(BloomforgeError, match="f:1: record has no field 'a'"):
         spec.example({"c": ["x"], "y": 0}, "all", "f:1")
+
+
+GEN_YAML = """\
+task: bf_mini_gen
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    validation: {data}
+output_type: generate_until
+validation_split: validation
+doc_to_text: "{{{{prompt}}}}"
+doc_to_target: "{{{{target}}}}"
+generation_kwargs:
+  until: ["\\n\\n"]
+  max_gen_toks: 4
+  do_sample: false
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+def test_generate_task_exact_match_same_in_lm_eval(tmp_path, monkeypatch):
+    import torch
+    import transformers
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from bloomforge.evaluation.harness import BloomforgeLM
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    ck, hf_dir = tmp_path / "ck", tmp_path / "hf"
+    args = ["vocab_size=260", "pad_vocab_multiple=4", "init_std=0.2"]
+    assert main(["model", "init", "micro", str(ck), *args]) == 0
+    assert main(["export", str(ck), str(hf_dir)]) == 0
+    model = transformers.BloomForCausalLM.from_pretrained(hf_dir).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    # targets from transformers' own greedy generation (independent of our code) for half the
+    # prompts, a string no 4-token generation equals for the other half: exact_match = 0.5
+    data = tmp_path / "gen.jsonl"
+    with data.open("w", encoding="utf-8") as f:
+        for i, rec in enumerate(_records(MINI)):
+            ids = tok(rec["premise"]).input_ids
+            with torch.no_grad():
+                out = model.generate(torch.tensor([ids]), max_new_tokens=4, do_sample=False)
+            text = tok.decode(out[0, len(ids) :], skip_special_tokens=True).split("\n\n")[0]
+            target = text if i % 2 == 0 else "not generated at all"
+            f.write(json.dumps({"prompt": rec["premise"], "target": target}) + "\n")
+    (tmp_path / "lm_tasks").mkdir()
+    (tmp_path / "lm_tasks" / "gen.yaml").write_text(GEN_YAML.format(data=data))
+    task = tmp_path / "gen_task.yaml"
+    task.write_text(
+        "name: bf_mini_gen\nfiles: gen.jsonl\nkind: generate\ncontext: '{prompt}'\n"
+        "target: '{target}'\nuntil: ['\\n\\n']\nmax_new_tokens: 4\n"
+    )
+    out = tmp_path / "r.json"
+    argv = ["eval", str(ck), "--task-file", str(task), "--tasks", "bf_mini_gen"]
+    assert main([*argv, "--data", str(tmp_path), "--out", str(out)]) == 0
+    ours = json.loads(out.read_text())["tasks"]["bf_mini_gen"]["all"]
+    ref = simple_evaluate(
+        model=BloomforgeLM(checkpoint=str(ck)),
+        tasks=["bf_mini_gen"],
+        task_manager=TaskManager(include_path=str(tmp_path / "lm_tasks"), include_defaults=False),
+    )["results"]["bf_mini_gen"]
+    assert ours["exact_match"] == 0.5 == ref["exact_match,none"]

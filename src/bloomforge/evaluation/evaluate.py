@@ -80,20 +80,41 @@ def run_tasks(
 ) -> dict[str, Any]:
     loaded = [(spec, spec.read(data_dir, limit)) for spec in specs]
     pairs: list[tuple[str, str]] = []
-    for _, subsets in loaded:
+    for spec, subsets in loaded:
         for examples in subsets.values():
-            pairs += task_requests(examples)
+            pairs += task_requests(examples) if spec.kind != "generate" else []
     results = scorer.loglikelihood(pairs, progress)
     out: dict[str, Any] = {}
     at = 0
     for spec, subsets in loaded:
         scored = {}
         for subset, examples in subsets.items():
+            if spec.kind == "generate":
+                scored[subset] = score_generations(scorer, spec, examples, progress)
+                continue
             n = sum(len(ex.contexts) for ex in examples)
             scored[subset] = score_examples(spec, examples, results[at : at + n])
             at += n
         out[spec.name] = {"subsets": scored, "all": group_metrics(scored, spec)}
     return out
+
+
+def score_generations(
+    scorer: Scorer, spec: TaskSpec, examples: Sequence[Example], progress: Progress | None
+) -> dict[str, float]:
+    """Greedy generations cut at `until`; exact_match = generation == target (lm-eval's
+    exact_match with its default options and the take_first filter)."""
+    texts = scorer.generate_until(
+        [ex.contexts[0] for ex in examples], [list(spec.until)] * len(examples), spec.max_new_tokens
+    )
+    if progress is not None:
+        progress(len(examples))
+    hits = [float(t == ex.continuations[0]) for t, ex in zip(texts, examples, strict=True)]
+    return {
+        "n": len(examples),
+        "exact_match": M.mean(hits),
+        "exact_match_stderr": M.mean_stderr(hits),
+    }
 
 
 def count_requests(specs: Sequence[TaskSpec], data_dir: Path, limit: int | None) -> int:

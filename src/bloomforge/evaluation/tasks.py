@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from bloomforge.errors import BloomforgeError
 
-Kind = Literal["multiple_choice", "loglikelihood"]
+Kind = Literal["multiple_choice", "loglikelihood", "generate"]
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,17 @@ class TaskSpec:
 
     name: str
     files: dict[str, str]  # subset (a language, or "all") -> file under the data folder
-    kind: Kind = "multiple_choice"  # loglikelihood: one continuation, scored by acc + perplexity
+    # loglikelihood: one continuation, scored by acc (greedy) + perplexity; generate: greedy
+    # generation cut at `until`, scored by exact match with the target
+    kind: Kind = "multiple_choice"
     context: str = ""  # template of the context
     choices: str | list[str] | None = None  # a list field's name, or one template per choice
     target: str | None = None  # continuation template (loglikelihood; partial scoring)
     gold: str = "label"  # field holding the gold choice index
     partial: bool = False  # WinoGrande: the choices complete the context, the target is shared
     delimiter: str = " "  # lm-eval's target_delimiter
+    until: tuple[str, ...] = ("\n\n",)  # generate: stop strings (lm-eval's default)
+    max_new_tokens: int = 256  # generate: lm-eval's default max_gen_toks
     prepare: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
     description: str = ""
     metrics: tuple[str, ...] = field(default=())
@@ -51,11 +55,12 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if self.kind == "multiple_choice" and self.choices is None:
             raise BloomforgeError(f"task {self.name}: a multiple_choice task needs 'choices'")
-        if (self.kind == "loglikelihood" or self.partial) and self.target is None:
+        if (self.kind != "multiple_choice" or self.partial) and self.target is None:
             raise BloomforgeError(f"task {self.name}: needs a 'target' template")
         if not self.metrics:
             default = {
                 "loglikelihood": ("acc", "perplexity"),
+                "generate": ("exact_match",),
                 "multiple_choice": ("acc",) if self.partial else ("acc", "acc_norm"),
             }[self.kind]
             object.__setattr__(self, "metrics", default)
@@ -65,7 +70,7 @@ class TaskSpec:
         if self.prepare is not None:
             fields.update(self.prepare(record, subset))
         ctx = _render(self.context, fields, where)
-        if self.kind == "loglikelihood":
+        if self.kind != "multiple_choice":
             target = _render(self.target or "", fields, where)
             return Example([ctx], [target], [target], 0)
         if isinstance(self.choices, str) and "{" not in self.choices:
@@ -155,7 +160,7 @@ def task_names() -> list[str]:
 
 _YAML_KEYS = {
     "name", "files", "kind", "context", "choices", "target", "gold", "partial", "delimiter",
-    "description", "metrics",
+    "description", "metrics", "until", "max_new_tokens",
 }  # fmt: skip
 
 
@@ -180,6 +185,8 @@ def load_task_file(path: str | Path) -> TaskSpec:
     files = data["files"]
     if isinstance(files, str):
         files = {"all": files}
-    if "metrics" in data:
-        data["metrics"] = tuple(data["metrics"])
+    for key in ("metrics", "until"):
+        if key in data:
+            value = data[key]
+            data[key] = (value,) if isinstance(value, str) else tuple(value)
     return register(TaskSpec(**{**data, "files": {str(k): str(v) for k, v in files.items()}}))
