@@ -14,8 +14,10 @@ token count; an empty context is replaced by the prefix token (BOS, else EOS); i
 the context window are truncated from the left; requests are sorted longest first and run in
 right-padded batches (causal attention never looks right, so padding needs no mask). Only the
 continuation positions go through the output projection, and the softmax covers the tokenizer's
-vocabulary, not the embedding's padding rows. `bloomforge eval` and the lm-eval model class both
-call this module.
+vocabulary, not the embedding's padding rows. Requests whose contexts tokenize the same (the
+choices of one example) run that context once into a KV cache whose rows are copied per choice
+(`share_context`; the scores are the same either way). `bloomforge eval` and the lm-eval model
+class both call this module.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def rolling_windows(tokens: Sequence[int], prefix_id: int, max_len: int) -> list
 
 @dataclass
 class Scorer:
+    """A model + tokenizer that answers lm-eval's three request types, batched."""
+
     model: BloomLM
     tokenizer: Tokenizer
     device: torch.device | str = "cpu"
