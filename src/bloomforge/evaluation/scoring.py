@@ -83,7 +83,8 @@ class Scorer:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def encode_pair(self, context: str, continuation: str) -> TokenPair:
-        """lm-eval's split: spaces move to the continuation; encode whole, cut at the context."""
+        """lm-eval's split: spaces move to the continuation; the continuation is the whole
+        encoding after as many tokens as the context alone encodes to."""
         if context == "":
             cont = self.encode(continuation)
             if cont and cont[0] == self.prefix_id:
@@ -94,8 +95,8 @@ class Scorer:
             continuation = context[-n_spaces:] + continuation
             context = context[:-n_spaces]
         whole = self.encode(context + continuation)
-        n_ctx = len(self.encode(context))
-        return whole[:n_ctx], whole[n_ctx:]
+        ctx = self.encode(context)  # lm-eval keeps the context's own tokens, even where a merge
+        return ctx, whole[len(ctx) :]  # across the boundary makes them differ from whole's
 
     # --- scoring --------------------------------------------------------------------------
     def loglikelihood(
