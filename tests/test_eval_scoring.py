@@ -223,3 +223,11 @@ def test_auto_batch_size_halves_on_out_of_memory(ckpt, monkeypatch):
     assert auto._found_batch == 2  # 16 (CPU start) -> 8 -> 4 -> 2
     for (a, ga), (b, gb) in zip(ref, got, strict=True):
         assert a == pytest.approx(b, abs=1e-5) and ga == gb
+
+
+def test_logits_in_chunks_give_the_same_scores(scorer, monkeypatch):
+    from bloomforge.evaluation import scoring
+
+    whole = scorer.loglikelihood(PAIRS)
+    monkeypatch.setattr(scoring, "LOGITS_CHUNK", 3 * scorer.vocab_limit)  # 3 positions a chunk
+    assert scorer.loglikelihood(PAIRS) == pytest.approx(whole, abs=1e-6)

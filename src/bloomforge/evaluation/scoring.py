@@ -33,6 +33,7 @@ from bloomforge.model.bloom import BloomLM, KVCache
 
 CPU_BATCH_SIZE = 16  # `--batch-size auto` on CPU: no OOM signal to probe, so a fixed default
 AUTO_START = 512  # `--batch-size auto` on CUDA: start here, halve on out-of-memory
+LOGITS_CHUNK = 2**26  # logits elements per chunk (256 MB in float32)
 
 TokenPair = tuple[list[int], list[int]]
 Progress = Callable[[int], None]
@@ -261,11 +262,18 @@ class Scorer:
             targets += cont
         dev = hidden.device
         picked = hidden[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]  # (N, h)
-        logits = self.model.logits(picked)[:, : self.vocab_limit].float()
-        logprobs = torch.log_softmax(logits, dim=-1)  # (N, V): only continuation positions
         target = torch.tensor(targets, device=dev)
-        token_ll = logprobs.gather(1, target[:, None]).squeeze(1)
-        greedy = logprobs.argmax(dim=-1) == target
+        token_ll = torch.empty(len(targets), device=dev, dtype=torch.float32)
+        greedy = torch.empty(len(targets), device=dev, dtype=torch.bool)
+        # (n, V) logits a chunk at a time: a batch of 2048-token windows over BLOOM's 250880
+        # tokens would be 2 GB of float32 per row at once.
+        step = max(1, LOGITS_CHUNK // self.vocab_limit)
+        for a in range(0, len(targets), step):
+            logits = self.model.logits(picked[a : a + step])[:, : self.vocab_limit].float()
+            logprobs = torch.log_softmax(logits, dim=-1)  # continuation positions only
+            t = target[a : a + step]
+            token_ll[a : a + step] = logprobs.gather(1, t[:, None]).squeeze(1)
+            greedy[a : a + step] = logprobs.argmax(dim=-1) == t
         out, at = [], 0
         for cont in conts:
             n = len(cont)
