@@ -230,4 +230,6 @@ def test_logits_in_chunks_give_the_same_scores(scorer, monkeypatch):
 
     whole = scorer.loglikelihood(PAIRS)
     monkeypatch.setattr(scoring, "LOGITS_CHUNK", 3 * scorer.vocab_limit)  # 3 positions a chunk
-    assert scorer.loglikelihood(PAIRS) == pytest.approx(whole, abs=1e-6)
+    chunked = scorer.loglikelihood(PAIRS)
+    assert [ll for ll, _ in chunked] == pytest.approx([ll for ll, _ in whole], abs=1e-6)
+    assert [g for _, g in chunked] == [g for _, g in whole]
