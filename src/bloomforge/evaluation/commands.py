@@ -1,0 +1,129 @@
+"""The `bloomforge eval` command: zero-shot tasks and perplexity of a checkpoint.
+
+In: a checkpoint folder, `--tasks` names (builtin or from `--task-file` YAML) read under
+`--data`, and/or `--perplexity LANG=PATH`. Out: a table on stdout and, with `--out`, the results
+json (written to a temporary name, then renamed). Cheap to import: torch loads in the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "eval",
+        help="zero-shot tasks and perplexity per language",
+        description="Score a checkpoint on local zero-shot tasks (lm-eval's templates and "
+        "metrics) and/or perplexity / bits per byte of texts per language.",
+    )
+    p.add_argument("ckpt", help="checkpoint folder")
+    p.add_argument(
+        "--tasks",
+        default="",
+        help="comma-separated: xcopa,copa,hellaswag,lambada,winogrande or names from --task-file",
+    )
+    p.add_argument("--task-file", action="append", default=[], help="task YAML (repeatable)")
+    p.add_argument("--data", default=None, help="folder holding the task files (eval data)")
+    p.add_argument("--limit", type=int, default=None, help="first N examples per task/language")
+    p.add_argument(
+        "--perplexity",
+        action="append",
+        default=[],
+        metavar="LANG=PATH",
+        help="text file/folder (txt: one document per line; jsonl: 'text') (repeatable)",
+    )
+    p.add_argument("--batch-size", default="auto", help="int, or auto (CPU: 16; CUDA: probe)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--max-length", type=int, default=None, help="context (default: model's)")
+    p.add_argument(
+        "--no-share-context",
+        action="store_true",
+        help="run each choice's context again instead of once per example (for comparison)",
+    )
+    p.add_argument("--out", default=None, help="write results json here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import time
+    from pathlib import Path
+
+    import torch
+    from rich.progress import Progress
+
+    from bloomforge.checkpoint import load_checkpoint
+    from bloomforge.errors import BloomforgeError
+    from bloomforge.evaluation.evaluate import (
+        count_requests,
+        format_table,
+        run_perplexity,
+        run_tasks,
+    )
+    from bloomforge.evaluation.scoring import Scorer
+    from bloomforge.evaluation.tasks import get_task, load_task_file
+
+    for f in args.task_file:
+        load_task_file(f)
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not names and not args.perplexity:
+        raise BloomforgeError("nothing to do: give --tasks and/or --perplexity LANG=PATH")
+    specs = [get_task(n) for n in names]
+    if specs and args.data is None:
+        raise BloomforgeError("--tasks needs --data (the folder with xcopa/, copa/, ...)")
+    batch_size = args.batch_size
+    if batch_size != "auto":
+        if not batch_size.isdigit() or int(batch_size) < 1:
+            raise BloomforgeError(f"--batch-size: a positive integer or auto, got {batch_size}")
+        batch_size = int(batch_size)
+    if args.limit is not None and args.limit < 1:
+        raise BloomforgeError("--limit must be >= 1")
+
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint(args.ckpt, device=args.device, dtype=getattr(torch, args.dtype))
+    scorer = Scorer(
+        ckpt.model,
+        ckpt.tokenizer(),
+        args.device,
+        batch_size,
+        args.max_length,
+        share_context=not args.no_share_context,
+    )
+    results: dict = {
+        "checkpoint": str(Path(args.ckpt).resolve()),
+        "config": {
+            "tasks": names,
+            "data": args.data,
+            "limit": args.limit,
+            "batch_size": args.batch_size,
+            "device": args.device,
+            "dtype": args.dtype,
+            "max_length": scorer.max_length,
+            "share_context": scorer.share_context,
+        },
+    }
+    with Progress(transient=True) as bar:
+        if specs:
+            data = Path(args.data)
+            job = bar.add_task("scoring tasks", total=count_requests(specs, data, args.limit))
+            results["tasks"] = run_tasks(
+                scorer, specs, data, args.limit, lambda n: bar.advance(job, n)
+            )
+        if args.perplexity:
+            job = bar.add_task("perplexity windows", total=None)
+            results["perplexity"] = run_perplexity(
+                scorer, args.perplexity, lambda n: bar.advance(job, n)
+            )
+    results["seconds"] = round(time.perf_counter() - t0, 2)
+    print(format_table(results))
+    print(f"({results['seconds']} s)")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        os.replace(tmp, out)
+    return 0
