@@ -50,7 +50,8 @@ def test_model_info_176b(capsys):
         (["model", "info", "tiny", "n_layer=two"], "key 'model.n_layer': expected int"),
         (["export", "nowhere", "out"], "nowhere: no such checkpoint folder"),
         (["import", "nowhere", "out"], "config.json: missing"),
-        (["train", "recipe.yaml"], "not available in this version yet"),
+        (["run", "recipe.yaml"], "not available in this version yet"),
+        (["train", "nowhere.yaml"], "nowhere.yaml"),
     ],
 )
 def test_errors_are_one_line(capsys, argv, message):
