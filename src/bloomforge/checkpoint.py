@@ -87,9 +87,7 @@ def load_checkpoint(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Checkpoint:
-    path = Path(path)
-    if not path.is_dir():
-        raise BloomforgeError(f"{path}: no such checkpoint folder")
+    path = resolve_checkpoint(path)
     for name in (WEIGHTS, "config.yaml"):
         if not (path / name).is_file():
             raise BloomforgeError(f"{path / name}: missing (not a bloomforge checkpoint?)")
@@ -107,6 +105,23 @@ def load_checkpoint(
         model = BloomLM(recipe.model)
     load_state(model, state, str(path / WEIGHTS), device, dtype)
     return Checkpoint(model, recipe, meta, path)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder itself, or for a training run folder its newest checkpoint."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BloomforgeError(f"{path}: no such checkpoint folder")
+    runs = path / "checkpoints"
+    if not (path / WEIGHTS).exists() and runs.is_dir():
+        steps = sorted(
+            (p for p in runs.iterdir() if p.is_dir() and p.name.startswith("step_")),
+            key=lambda p: int(p.name.removeprefix("step_")),
+        )
+        if not steps:
+            raise BloomforgeError(f"{runs}: the run has no checkpoint yet")
+        return steps[-1]
+    return path
 
 
 def read_safetensors(file: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
