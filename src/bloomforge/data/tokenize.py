@@ -215,12 +215,12 @@ class _Writers:
 
     def _dir(self, key: tuple[str, str]) -> str:
         if key not in self.dirs:
-            base = f"{safe_segment(key[0])}/{safe_segment(key[1])}"
+            source, language = safe_segment(key[0]), safe_segment(key[1])
             used = set(self.dirs.values())
-            name, i = base, 1
+            name, i = f"{source}/{language}", 1
             while name in used:  # two names that sanitise alike keep separate folders
                 i += 1
-                name = f"{base}-{i}"
+                name = f"{source}-{i}/{language}"
             self.dirs[key] = name
         return self.dirs[key]
 
