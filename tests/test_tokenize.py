@@ -211,24 +211,37 @@ def test_bad_records_counted_and_reported(tmp_path, capsys):
 def test_failure_midway_leaves_no_output(tmp_path, corpus, bpe, monkeypatch):
     monkeypatch.setattr(tokmod, "BATCH_DOCS", 8)
     inputs = _write_inputs(tmp_path / "in", corpus)
-    calls = []
+    real_load = tokmod.load_tokenizer
 
-    def crash(texts):
-        calls.append(len(texts))
-        if len(calls) == 5:
-            raise RuntimeError("disk on fire")
+    class CrashingTokenizer:
+        """The real tokenizer, except that its 5th batch raises (a crash part-way)."""
+
+        def __init__(self, path):
+            self.tok, self.calls = real_load(path), 0
+
+        def __getattr__(self, name):
+            return getattr(self.tok, name)
+
+        def encode_batch_fast(self, texts, add_special_tokens=True):
+            self.calls += 1
+            if self.calls == 5:
+                raise RuntimeError("disk on fire")
+            return self.tok.encode_batch_fast(texts, add_special_tokens=add_special_tokens)
 
     out = tmp_path / "tokens"
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        tokenize_corpus(bpe, inputs, out, workers=2, shard_tokens=200, encode_hook=crash)
+    with monkeypatch.context() as mp:
+        mp.setattr(tokmod, "load_tokenizer", CrashingTokenizer)
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            tokenize_corpus(bpe, inputs, out, workers=2, shard_tokens=200)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["in"]  # no temp folder left behind
     # an earlier complete folder survives a failed rerun untouched
     tokenize_corpus(bpe, inputs, out, workers=2)
     before = (out / "manifest.json").read_bytes()
-    calls.clear()
-    with pytest.raises(RuntimeError):
-        tokenize_corpus(bpe, inputs, out, workers=2, encode_hook=crash)
+    with monkeypatch.context() as mp:
+        mp.setattr(tokmod, "load_tokenizer", CrashingTokenizer)
+        with pytest.raises(RuntimeError):
+            tokenize_corpus(bpe, inputs, out, workers=2)
     assert (out / "manifest.json").read_bytes() == before
     read_manifest(out)
 

@@ -32,7 +32,7 @@ import re
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -81,13 +81,8 @@ def tokenize_corpus(
     workers: int | None = None,
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     progress: bool = False,
-    encode_hook: Callable[[list[str]], None] | None = None,
 ) -> dict:
-    """Tokenize `inputs` into shards under `out`; return the manifest (also in out/manifest.json).
-
-    `encode_hook(texts)` is called in the worker before each batch is encoded (tests use it to
-    simulate a crash part-way).
-    """
+    """Tokenize `inputs` into shards under `out`; return the manifest (as in manifest.json)."""
     t0 = time.perf_counter()
     workers = workers or _cpu_count()
     if workers < 1:
@@ -107,8 +102,6 @@ def tokenize_corpus(
     stats = ReadStats()
 
     def encode(batch: _Batch) -> tuple[np.ndarray, np.ndarray]:
-        if encode_hook is not None:
-            encode_hook(batch.texts)
         encs = tok.encode_batch_fast(batch.texts, add_special_tokens=False)
         lens = np.fromiter((len(e.ids) for e in encs), np.int64, len(encs)) + 1  # + EOS
         ends = np.cumsum(lens)
