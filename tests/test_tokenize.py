@@ -310,3 +310,27 @@ def test_read_manifest_rejects_incomplete_or_corrupt_folders(tmp_path):
     (tmp_path / "t" / "manifest.json").write_text('{"format": "megatron"}')
     with pytest.raises(BloomforgeError, match="format is 'megatron'"):
         read_manifest(tmp_path / "t")
+
+
+def test_interleaved_languages_with_few_open_files(tmp_path, monkeypatch):
+    """Records alternating over 3 languages with at most 2 shards open: more parts, same docs."""
+    monkeypatch.setattr(tokmod, "MAX_OPEN", 2)
+    monkeypatch.setattr(tokmod, "BATCH_DOCS", 4)
+    tok_path = tmp_path / "bytes.json"
+    byte_level_tokenizer().save(str(tok_path))
+    langs = ["en", "fr", "de"]
+    recs = [{"text": f"doc {i} é", "metadata": {"language": langs[i % 3]}} for i in range(30)]
+    (tmp_path / "mix.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    m = read_manifest_after(tmp_path, tok_path, [str(tmp_path / "mix.jsonl")])
+    assert len(m.shards) > 3
+    tok = Tokenizer.from_file(str(tok_path))
+    for lang in langs:
+        got = []
+        for s in (s for s in m.shards if s.language == lang):
+            tokens, ends = open_shard(m, s)
+            assert (tokens[ends - 1] == 2).all()
+            starts = [0, *ends[:-1]]
+            got += [
+                tok.decode(tokens[a : b - 1].tolist()) for a, b in zip(starts, ends, strict=True)
+            ]
+        assert got == [r["text"] for r in recs if r["metadata"]["language"] == lang]

@@ -31,7 +31,7 @@ import os
 import re
 import shutil
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
@@ -49,6 +49,7 @@ EOS_TOKEN = "</s>"  # BLOOM's EOS (bigscience/tokenizer: id 2)
 FORMAT, VERSION = "datatrove-ds", 1
 DEFAULT_SHARD_TOKENS = 2**28  # 512 MiB of uint16 per shard: large files, few of them
 BATCH_DOCS, BATCH_BYTES = 2048, 1 << 20  # a batch ends at whichever comes first
+MAX_OPEN = 128  # shards open at once; past it the least recently written one is closed
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -201,7 +202,7 @@ class _Writers:
 
     def __init__(self, root: Path, token_size: int, shard_tokens: int):
         self.root, self.token_size, self.shard_tokens = root, token_size, shard_tokens
-        self.open: dict[tuple[str, str], object] = {}
+        self.open: OrderedDict[tuple[str, str], object] = OrderedDict()  # LRU order
         self.parts: dict[tuple[str, str], int] = {}
         self.dirs: dict[tuple[str, str], str] = {}
         self.counts: dict[str, dict[str, dict[str, int]]] = {}
@@ -237,6 +238,7 @@ class _Writers:
     def _write_run(self, key, tokens: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
         while len(starts):
             f = self.open.get(key) or self._new_file(key)
+            self.open.move_to_end(key)
             room = self.shard_tokens - len(f)
             # documents that fit in this shard; at least one if the shard is empty
             k = int(np.searchsorted(ends - starts[0], room, side="right"))
@@ -254,6 +256,8 @@ class _Writers:
     def _new_file(self, key):
         from datatrove.pipeline.tokens.tokenizer import TokenizedFile
 
+        if len(self.open) >= MAX_OPEN:  # many sources x languages: stay under the fd limit
+            self._close(next(iter(self.open)))
         part = self.parts.get(key, 0)
         self.parts[key] = part + 1
         folder = self.root / self._dir(key)
