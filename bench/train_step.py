@@ -78,6 +78,9 @@ def synthetic_tokens(folder: Path, vocab: int, n_tokens: int, seed: int = 0) -> 
         "token_size": size,
         "vocab_size": vocab,
         "eos_id": 2,
+        "dtype": "uint16" if size == 2 else "uint32",
+        "tokenizer": "tokenizer.json",
+        "sources": {},
         "shards": [
             {
                 "file": "bench/00000.ds",

@@ -116,7 +116,7 @@ def test_alpha_sampling_by_language(folder):
 
 def test_bad_folders_give_one_line_errors(folder, tmp_path):
     out, _ = folder
-    with pytest.raises(BloomforgeError, match=r"manifest.json: missing"):
+    with pytest.raises(BloomforgeError, match=r"no manifest\.json"):
         MixtureLoader(tmp_path, SEQ)
     with pytest.raises(BloomforgeError, match="unknown group"):
         MixtureLoader(out, SEQ, weights={"wiki": 1.0})
@@ -126,5 +126,5 @@ def test_bad_folders_give_one_line_errors(folder, tmp_path):
     write_token_folder(broken, {("s", "fr"): corpus_lines("fr", 20)})
     shard = broken / "s" / "fr" / "00000.ds"
     shard.write_bytes(shard.read_bytes()[:-10])
-    with pytest.raises(BloomforgeError, match=r"00000.ds: .*truncated"):
+    with pytest.raises(BloomforgeError, match=r"00000.ds: \d+ bytes, manifest.json implies"):
         MixtureLoader(broken, SEQ)

@@ -64,6 +64,7 @@ def write_token_folder(
         "eos_id": eos,
         "tokenizer": "tokenizer.json",
         "shards": shards,
+        "sources": {},
     }
     (out / "manifest.json").write_text(json.dumps(manifest))
     return ids_out

@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from bloomforge.data.shards import Manifest, ShardInfo, open_shard, read_manifest
+from bloomforge.data.shards import Manifest, Shard, open_shard, read_manifest
 from bloomforge.errors import BloomforgeError
 
 VALID_FRACTION = 0.05  # BLOOM: 5% of every dataset held out
@@ -91,7 +91,7 @@ class MixtureLoader:
         self.manifest: Manifest = read_manifest(tokens)
         self.seq_len = seq_len
         self.seed = seed
-        shards: dict[str, list[ShardInfo]] = {}
+        shards: dict[str, list[Shard]] = {}
         for shard in self.manifest.shards:
             key = shard.source if group_by == "source" else shard.language
             shards.setdefault(key, []).append(shard)
@@ -112,7 +112,7 @@ class MixtureLoader:
         empty = [g for g, n in self.samples_per_epoch.items() if n == 0]
         if empty:
             raise BloomforgeError(
-                f"{self.manifest.path}: group(s) {empty} have fewer than {seq_len + 1} "
+                f"{self.manifest.root}: group(s) {empty} have fewer than {seq_len + 1} "
                 "training tokens; lower data.seq_len or add text"
             )
         self.weights = self._mixture(weights, alpha)
