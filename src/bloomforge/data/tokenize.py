@@ -19,7 +19,7 @@ with `Tokenizer.encode_batch_fast` (the Rust call releases the GIL). Rust's own 
 switched off for the duration (TOKENIZERS_PARALLELISM=false) so that `workers` is the real
 parallelism: Rayon's pool size is fixed at its first use in a process, our threads are not. On 2
 cores this ran as fast as encoding on the Rayon pool from one thread (within noise) and as
-`encode_batch` alone on texts in memory (bench/tokenize.py).
+`encode_batch` alone on texts in memory (bench/tokenize_speed.py).
 Batches are consumed in submission order, so the output is byte-identical for any worker count.
 """
 

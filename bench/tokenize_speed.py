@@ -6,18 +6,11 @@ documents already in memory (no reading, no writing), on the same cores (Rayon's
 The two alternate for several rounds (order flipped each round); medians and the ratio
 bloomforge / encode_batch are printed. Goal: ratio >= 0.8.
 
-    python bench/tokenize.py                                  # corpus/*.txt, BPE 32k trained here
-    python bench/tokenize.py --tokenizer tok/ --input more.jsonl.gz --workers 2 --rounds 7
+    python bench/tokenize_speed.py                  # corpus/*.txt, BPE 32k trained here
+    python bench/tokenize_speed.py --tokenizer tok/ --input more.jsonl.gz --workers 2 --rounds 7
 """
 
 from __future__ import annotations
-
-import sys
-
-# This file is named like the stdlib `tokenize` module, which Python imports internally
-# (linecache, inspect): drop the script's own folder from the path before anything imports it.
-if sys.path and sys.path[0] == __import__("os").path.dirname(__file__):
-    sys.path.pop(0)
 
 import argparse
 import glob
