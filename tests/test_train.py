@@ -241,3 +241,23 @@ def test_bf16_autocast_step_tracks_fp32(tokens, tmp_path):
     assert abs(a["loss"] - b["loss"]) / a["loss"] < 1e-2  # same init and batch, bf16 matmuls
     for p in Trainer(bf16).model.parameters():
         assert p.dtype == torch.float32  # master weights stay fp32
+
+
+def test_compiled_blocks_match_eager(tokens, tmp_path):
+    """`train.compile` compiles each block in place (torch.compile, inductor on CPU)."""
+    eager = load_recipe(None, _overrides(tokens, tmp_path / "a"))
+    compiled = load_recipe(None, _overrides(tokens, tmp_path / "b", **{"train.compile": True}))
+    a, b = Trainer(eager), Trainer(compiled)
+    for _ in range(2):
+        la, lb = a.train_step()["loss"], b.train_step()["loss"]
+        assert abs(la - lb) / la < 1e-5
+    assert a.model.state_dict().keys() == b.model.state_dict().keys()
+
+
+def test_codecarbon_measures_the_run(tokens, tmp_path, capsys):
+    pytest.importorskip("codecarbon")
+    summary = _train(tokens, tmp_path / "run", **{"train.max_tokens": 512})
+    assert summary["emissions_kg"] is not None and summary["emissions_kg"] > 0
+    header = (tmp_path / "run" / "emissions.csv").read_text().splitlines()[0]
+    assert "energy_consumed" in header and "country_iso_code" in header
+    assert "measured by codecarbon" in capsys.readouterr().out

@@ -397,6 +397,12 @@ class Trainer:
             for s, h in old_handlers.items():
                 signal.signal(s, h)
             emissions = tracker.stop() if tracker is not None else None
+            if emissions is not None:
+                energy = tracker.final_emissions_data.energy_consumed
+                log.print(
+                    f"measured by codecarbon: {energy:.3g} kWh, {emissions:.3g} kg CO2eq "
+                    f"({cfg.carbon_country}); {self.run / 'emissions.csv'}"
+                )
             log.close()
         return {
             "step": self.step,
