@@ -33,7 +33,7 @@ from bloomforge.model.config import ModelConfig
 from bloomforge.model.flops import train_flops_per_token
 from bloomforge.recipe import load_recipe
 from bloomforge.tokenizer import SPECIAL_TOKENS
-from bloomforge.training.loop import Trainer
+from bloomforge.training.loop import Trainer, prepare_recipe
 from bloomforge.training.metrics import device_peak_tflops
 
 
@@ -52,6 +52,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=3, help="timed steps per side per round")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--sides", default="bloomforge,transformers", help="which to measure")
     p.add_argument("--json", help="write the results here")
     return p.parse_args()
 
@@ -161,8 +162,8 @@ def allocated(device: torch.device) -> int:
     return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
 
 
-def main() -> None:
-    args = parse()
+def measure(args: argparse.Namespace) -> dict:
+    """Build both sides, time them in alternating rounds; rows per side, the ratio, the setup."""
     device = torch.device(args.device)
     cfg = ModelConfig.from_name(args.preset)
     batch = args.micro_batch * args.accum
@@ -189,24 +190,26 @@ def main() -> None:
             f"out={tmp / 'run'}",
         ],
     )
+    wanted = getattr(args, "sides", "bloomforge,transformers").split(",")
+    model_cfg = prepare_recipe(recipe).model
     base = allocated(device)
-    ours = Trainer(recipe)
-    for _ in range(args.warmup):
-        ours.train_step()
-    sync(device)
-    ours_static = allocated(device) - base
-    theirs = HFLoop(
-        ours.recipe.model, args, MixtureLoader(tmp / "tokens", args.seq_len, seed=1234), device
-    )
-    for _ in range(args.warmup):
-        theirs.train_step()
-    sync(device)
-    theirs_static = allocated(device) - base - ours_static
-
-    tps: dict[str, list[float]] = {"bloomforge": [], "transformers": []}
-    peak: dict[str, float] = {"bloomforge": 0.0, "transformers": 0.0}
-    other_static = {"bloomforge": theirs_static, "transformers": ours_static}
-    sides = {"bloomforge": ours.train_step, "transformers": theirs.train_step}
+    sides, static = {}, {}
+    for name in ("bloomforge", "transformers"):
+        if name not in wanted:
+            continue
+        before = allocated(device)  # static = weights + optimizer state this side keeps
+        if name == "bloomforge":
+            step = Trainer(recipe).train_step
+        else:
+            loader = MixtureLoader(tmp / "tokens", args.seq_len, seed=1234)
+            step = HFLoop(model_cfg, args, loader, device).train_step
+        for _ in range(args.warmup):
+            step()
+        sync(device)
+        sides[name], static[name] = step, allocated(device) - before
+    tps: dict[str, list[float]] = {name: [] for name in sides}
+    peak: dict[str, float] = {name: 0.0 for name in sides}
+    other_static = {n: sum(v for k, v in static.items() if k != n) for n in sides}
     for r in range(args.rounds):
         order = list(sides) if r % 2 == 0 else list(reversed(sides))
         for name in order:
@@ -222,7 +225,7 @@ def main() -> None:
                 own = torch.cuda.max_memory_allocated(device) - base - other_static[name]
                 peak[name] = max(peak[name], own / 2**30)
 
-    flops = train_flops_per_token(ours.recipe.model, args.seq_len)
+    flops = train_flops_per_token(model_cfg, args.seq_len)
     datasheet = device_peak_tflops(device)
     matmul = measured_matmul_tflops(device)
     rows = []
@@ -241,28 +244,26 @@ def main() -> None:
                 "peak_memory_gib": peak[name] if device.type == "cuda" else None,
             }
         )
-    ratio = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
+    ratio = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"] if len(rows) == 2 else None
     setup = (
-        f"{args.preset} ({ours.recipe.model.n_layer}x{ours.recipe.model.hidden}, vocab "
-        f"{ours.recipe.model.padded_vocab_size}) seq {args.seq_len} micro {args.micro_batch} x "
+        f"{args.preset} ({model_cfg.n_layer}x{model_cfg.hidden}, vocab "
+        f"{model_cfg.padded_vocab_size}) seq {args.seq_len} micro {args.micro_batch} x "
         f"accum {args.accum} {args.precision} on {device}"
         + (f" [{torch.cuda.get_device_name(device)}]" if device.type == "cuda" else "")
         + f"; bloomforge attn={args.attn_impl} compile={args.compile}; hf attn={args.hf_attn}"
     )
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "setup": setup,
-                    "rows": rows,
-                    "ratio": ratio,
-                    "datasheet": datasheet,
-                    "matmul_tflops": matmul,
-                },
-                indent=2,
-            )
-        )
-    print(setup)
+    return {
+        "setup": setup,
+        "rows": rows,
+        "ratio": ratio,
+        "datasheet": datasheet,
+        "matmul_tflops": matmul,
+    }
+
+
+def print_table(result: dict) -> None:
+    rows, matmul, datasheet = result["rows"], result["matmul_tflops"], result["datasheet"]
+    print(result["setup"])
     if matmul:
         print(f"bf16 matmul measured here: {matmul:.0f} TFLOP/s; datasheet {datasheet} TFLOP/s")
     print(
@@ -280,7 +281,16 @@ def main() -> None:
             f"{row['max']:>10,.0f} {row['tflops']:>8.2f} {pct(row['mfu_datasheet']):>9} "
             f"{pct(row['mfu_measured_matmul']):>7} {mem:>8}"
         )
-    print(f"ratio bloomforge / transformers: {ratio:.2f}x")
+    if result["ratio"] is not None:
+        print(f"ratio bloomforge / transformers: {result['ratio']:.2f}x")
+
+
+def main() -> None:
+    args = parse()
+    result = measure(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    print_table(result)
 
 
 if __name__ == "__main__":
