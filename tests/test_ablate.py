@@ -117,8 +117,14 @@ def test_final_weights_equal_direct_training(ablation, tokens, tmp_path):
         overrides += [f"model.position={position}", f"out={tmp_path / position}"]
         recipe = load_recipe(REPO / "recipes" / "tiny.yaml", overrides)
         Trainer(recipe).fit()
-        ours = load_file(out / "runs" / f"position={position}" / "checkpoints" / "step_00000004"
-                         / "model.safetensors")
+        ours = load_file(
+            out
+            / "runs"
+            / f"position={position}"
+            / "checkpoints"
+            / "step_00000004"
+            / "model.safetensors"
+        )
         ref = load_file(tmp_path / position / "checkpoints" / "step_00000004" / "model.safetensors")
         assert ours.keys() == ref.keys()
         for name in ref:
@@ -184,7 +190,8 @@ def test_interrupted_variant_resumes(tokens, tmp_path):
     grid = load_grid(grid_file, out)
     # Simulate an interruption after step 2: a run folder with a checkpoint, no finish marker.
     half = [f"{k}={v}" for k, v in _shared(tokens).items()] + [
-        f"out={out / 'runs' / 'position=alibi'}", "train.max_tokens=256"
+        f"out={out / 'runs' / 'position=alibi'}",
+        "train.max_tokens=256",
     ]
     Trainer(load_recipe(REPO / "recipes" / "tiny.yaml", half)).fit()
     results = run_grid(grid)
@@ -223,8 +230,13 @@ def test_unknown_grid_key(tokens, tmp_path):
 
 def test_report_files_one_row_per_variant(ablation):
     _, out, _ = ablation
-    for name in ("report.md", "results.csv", "results.json", "loss_curves.png",
-                 "extrapolation.png"):
+    for name in (
+        "report.md",
+        "results.csv",
+        "results.json",
+        "loss_curves.png",
+        "extrapolation.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["variant"] for r in rows] == ["position=alibi", "position=learned"]
@@ -234,7 +246,8 @@ def test_report_files_one_row_per_variant(ablation):
     assert (out / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_shipped_grids_validate(tmp_path):
+def test_shipped_grids_validate(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # grids name recipes/ and ablations/ relative to the repository root
     grids = sorted((REPO / "grids").glob("*.yaml"))
     assert [g.stem for g in grids] == ["activations", "embed-norm", "positions"]
     for grid in grids:

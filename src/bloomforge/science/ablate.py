@@ -15,7 +15,7 @@ import json
 import math
 import os
 import statistics
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -257,8 +257,11 @@ def evaluate_variant(variant: Variant, spec: EvalSpec) -> dict[str, Any]:
     recipe = ckpt.recipe  # the resolved recipe the run trained (vocabulary from the tokenizer)
     factors = sorted(set([1, *spec.extrapolation]))
     ext = extrapolation_losses(ckpt.model, recipe, factors, spec.samples, spec.batch_size, device)
+    from bloomforge.model.flops import count_params
+
     results: dict[str, Any] = {
         "checkpoint": str(ckpt.path),
+        "params": count_params(recipe.model).total,
         "seq_len": recipe.data.seq_len,
         "valid": {"groups": ext[1]["groups"], "mean": ext[1]["mean"]},
         "extrapolation": {str(k): ext[k] for k in spec.extrapolation},

@@ -28,7 +28,8 @@ def table_rows(results: list[dict[str, Any]], spec: EvalSpec) -> list[dict[str, 
     groups = sorted({g for r in results for g in r["valid"]["groups"]})
     rows = []
     for r in results:
-        row = {"variant": r["name"], "valid loss (mean)": _fmt(r["valid"]["mean"])}
+        row = {"variant": r["name"], "params": f"{r['params']:,}"}
+        row["valid loss (mean)"] = _fmt(r["valid"]["mean"])
         for g in groups:
             row[f"valid {g}"] = _fmt(r["valid"]["groups"].get(g))
         for k in spec.extrapolation:
