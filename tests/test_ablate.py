@@ -253,3 +253,23 @@ def test_shipped_grids_validate(tmp_path, monkeypatch):
     for grid in grids:
         loaded = load_grid(grid, tmp_path / grid.stem)
         assert len(loaded.variants) >= 2, grid
+
+
+def test_parallel_workers_give_the_same_runs(ablation, tmp_path):
+    """Two spawned workers (one thread each) train bit for bit what one process does with one
+    thread; the thread count itself changes CPU summation order, so it is held equal."""
+    grid_file, _, results = ablation
+    grid = load_grid(grid_file, tmp_path / "par")
+    parallel = run_grid(grid, workers=2)
+    assert [r["name"] for r in parallel] == [r["name"] for r in results]
+    serial = load_grid(grid_file, tmp_path / "ser")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_grid(serial)
+    finally:
+        torch.set_num_threads(threads)
+    name = "checkpoints/step_00000004/model.safetensors"
+    for a, b in zip(grid.variants, serial.variants, strict=True):
+        ours, ref = load_file(a.run / name), load_file(b.run / name)
+        assert all(torch.equal(ours[k], ref[k]) for k in ref), a.name
