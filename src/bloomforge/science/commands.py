@@ -1,4 +1,4 @@
-"""CLI of the science stage: `bloomforge plan`, `bloomforge scaling fit`, `bloomforge carbon`.
+"""CLI of the science stage: `bloomforge plan`, `scaling fit`, `carbon`, `ablate`.
 
 In: argv parsed by `bloomforge.cli`. Out: a text report (or json with `--json`) on stdout and
 the files asked for (`--out`, `--plot`). Heavy imports (scipy, matplotlib) stay in handlers.
@@ -63,6 +63,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_grid(carbon)
     carbon.add_argument("--json", action="store_true", help="print machine-readable json")
     carbon.set_defaults(func=_run_carbon)
+
+    from bloomforge.science.ablate_cli import add_ablate
+
+    add_ablate(commands)
 
 
 def _add_grid(p: argparse.ArgumentParser) -> None:
