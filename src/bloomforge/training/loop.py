@@ -275,9 +275,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         if reason is not None:
             self.skipped += 1
-            self.skip_reasons[reason.split(" (")[0]] = (
-                self.skip_reasons.get(reason.split(" (")[0], 0) + 1
-            )
+            kind = reason.split(" (")[0]  # counted by kind, without the step's numbers
+            self.skip_reasons[kind] = self.skip_reasons.get(kind, 0) + 1
             metrics["skip_reason"] = reason
         self.samples += bs
         self.tokens += step_tokens
@@ -389,9 +388,8 @@ class Trainer:
                     break
             else:
                 self._log_validation(log)
-                if not ckpt.checkpoint_dirs(self.run) or (
-                    ckpt.checkpoint_dirs(self.run)[-1].name != f"{ckpt.PREFIX}{self.step:08d}"
-                ):
+                saved = ckpt.checkpoint_dirs(self.run)
+                if not saved or saved[-1].name != f"{ckpt.PREFIX}{self.step:08d}":
                     self.save()
         finally:
             for s, h in old_handlers.items():
