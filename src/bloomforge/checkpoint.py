@@ -34,6 +34,7 @@ from bloomforge.typed_config import ConfigError, from_dict, load_yaml
 FORMAT = "bloomforge-checkpoint"
 VERSION = 1
 WEIGHTS = "model.safetensors"
+STEP_PREFIX = "step_"  # training checkpoints: RUN/checkpoints/step_00000100
 
 
 @dataclass
@@ -112,16 +113,21 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise BloomforgeError(f"{path}: no such checkpoint folder")
-    runs = path / "checkpoints"
-    if not (path / WEIGHTS).exists() and runs.is_dir():
-        steps = sorted(
-            (p for p in runs.iterdir() if p.is_dir() and p.name.startswith("step_")),
-            key=lambda p: int(p.name.removeprefix("step_")),
-        )
+    if not (path / WEIGHTS).exists() and (path / "checkpoints").is_dir():
+        steps = run_checkpoints(path)
         if not steps:
-            raise BloomforgeError(f"{runs}: the run has no checkpoint yet")
+            raise BloomforgeError(f"{path / 'checkpoints'}: the run has no checkpoint yet")
         return steps[-1]
     return path
+
+
+def run_checkpoints(run: str | Path) -> list[Path]:
+    """A training run's checkpoint folders `checkpoints/step_N`, oldest first."""
+    root = Path(run) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)]
+    return sorted(found, key=lambda p: int(p.name.removeprefix(STEP_PREFIX)))
 
 
 def read_safetensors(file: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:

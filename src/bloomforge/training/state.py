@@ -25,11 +25,17 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from bloomforge.checkpoint import load_checkpoint, read_safetensors, save_checkpoint
+from bloomforge.checkpoint import (
+    STEP_PREFIX,
+    load_checkpoint,
+    read_safetensors,
+    run_checkpoints,
+    save_checkpoint,
+)
 from bloomforge.errors import BloomforgeError
 from bloomforge.recipe import Recipe
 
-PREFIX = "step_"
+PREFIX = STEP_PREFIX
 
 
 def _sha256(path: Path) -> str:
@@ -48,11 +54,7 @@ def fault_point(point: str, step: int) -> None:
 
 def checkpoint_dirs(run: Path) -> list[Path]:
     """Complete checkpoint folders of a run, oldest first."""
-    root = run / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
+    return run_checkpoints(run)
 
 
 def save_training_checkpoint(
