@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from train_step import measure  # same folder: bench/
+from train_step import METRIC_HEADER, measure, metric_cells  # same folder: bench/
 
 BASE = {
     "accum": 1,
@@ -112,20 +112,11 @@ def main() -> None:
     if cli.json:
         Path(cli.json).write_text(json.dumps(results, indent=2))
     print()
-    print(
-        f"{'shape':<12} {'side':<13} {'mb':>3} {'tok/s':>10} {'TFLOP/s':>8} {'MFU sheet':>9} "
-        f"{'MFU mm':>7} {'mem GiB':>8}"
-    )
+    print(f"{'shape':<12} {'side':<13} {'mb':>3} {'tok/s':>10} {METRIC_HEADER}")
     for r in results:
-
-        def pct(x):
-            return f"{100 * x:.1f}%" if x is not None else "-"
-
-        mem = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] is not None else "-"
         print(
             f"{r['shape']:<12} {r['side']:<13} {r['micro_batch']:>3} {r['tokens_per_s']:>10,.0f} "
-            f"{r['tflops']:>8.2f} {pct(r['mfu_datasheet']):>9} {pct(r['mfu_measured_matmul']):>7} "
-            f"{mem:>8}"
+            f"{metric_cells(r)}"
         )
     for shape in cli.shapes.split(","):
         by_side = {}

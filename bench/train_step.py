@@ -261,25 +261,32 @@ def measure(args: argparse.Namespace) -> dict:
     }
 
 
+METRIC_HEADER = f"{'TFLOP/s':>8} {'MFU sheet':>9} {'MFU mm':>7} {'mem GiB':>8}"
+
+
+def metric_cells(row: dict) -> str:
+    """TFLOP/s, MFU (datasheet, measured matmul) and peak memory of one result row."""
+
+    def pct(x: float | None) -> str:
+        return f"{100 * x:.1f}%" if x is not None else "-"
+
+    mem = f"{row['peak_memory_gib']:.1f}" if row["peak_memory_gib"] is not None else "-"
+    return (
+        f"{row['tflops']:>8.2f} {pct(row['mfu_datasheet']):>9} "
+        f"{pct(row['mfu_measured_matmul']):>7} {mem:>8}"
+    )
+
+
 def print_table(result: dict) -> None:
     rows, matmul, datasheet = result["rows"], result["matmul_tflops"], result["datasheet"]
     print(result["setup"])
     if matmul:
         print(f"bf16 matmul measured here: {matmul:.0f} TFLOP/s; datasheet {datasheet} TFLOP/s")
-    print(
-        f"{'side':<13} {'tok/s (median)':>15} {'min':>10} {'max':>10} {'TFLOP/s':>8} "
-        f"{'MFU sheet':>9} {'MFU mm':>7} {'mem GiB':>8}"
-    )
+    print(f"{'side':<13} {'tok/s (median)':>15} {'min':>10} {'max':>10} {METRIC_HEADER}")
     for row in rows:
-
-        def pct(x):
-            return f"{100 * x:.1f}%" if x is not None else "-"
-
-        mem = f"{row['peak_memory_gib']:.1f}" if row["peak_memory_gib"] is not None else "-"
         print(
             f"{row['side']:<13} {row['tokens_per_s']:>15,.0f} {row['min']:>10,.0f} "
-            f"{row['max']:>10,.0f} {row['tflops']:>8.2f} {pct(row['mfu_datasheet']):>9} "
-            f"{pct(row['mfu_measured_matmul']):>7} {mem:>8}"
+            f"{row['max']:>10,.0f} {metric_cells(row)}"
         )
     if result["ratio"] is not None:
         print(f"ratio bloomforge / transformers: {result['ratio']:.2f}x")
