@@ -22,17 +22,7 @@ def describe_run(recipe: Recipe, world_size: int = 1) -> dict[str, Any]:
     rampup = BatchRampup.from_config(
         cfg.global_batch_size, cfg.micro_batch_size, world_size, cfg.rampup_batch_size
     )
-    schedule: list[dict[str, int]] = []
-    steps, samples = 0, 0
-    while samples * seq < max_tokens:
-        bs = rampup.batch_size(samples)
-        if not schedule or schedule[-1]["batch_size"] != bs:
-            schedule.append({"from_step": steps + 1, "from_samples": samples, "batch_size": bs})
-        if rampup.start is None or samples > (rampup.rampup_samples or 0):
-            steps += -(-(max_tokens - samples * seq) // (bs * seq))
-            break
-        samples += bs
-        steps += 1
+    steps, schedule = rampup.plan(seq, max_tokens)
     per_token = train_flops_per_token(model, seq, recompute=cfg.activation_checkpointing)
     model_per_token = train_flops_per_token(model, seq)
     lr_kw = {

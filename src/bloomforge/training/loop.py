@@ -58,19 +58,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def total_steps(rampup: BatchRampup, seq_len: int, max_tokens: int) -> int:
-    """Steps until `max_tokens` tokens are consumed, following the batch rampup."""
-    steps, samples = 0, 0
-    while samples * seq_len < max_tokens:
-        bs = rampup.batch_size(samples)
-        if rampup.start is None or samples > (rampup.rampup_samples or 0):
-            remaining = max_tokens - samples * seq_len
-            return steps + math.ceil(remaining / (bs * seq_len))
-        samples += bs
-        steps += 1
-    return steps
-
-
 def _tokenizer_of(recipe: Recipe) -> Path:
     """The tokenizer: the recipe's, else the copy stored beside the token shards."""
     candidates = [recipe.tokenizer.path, recipe.data.tokens]
@@ -112,7 +99,7 @@ class Trainer:
             cfg.global_batch_size, cfg.micro_batch_size, world_size, cfg.rampup_batch_size
         )
         self.skip_ranges = parse_skip_ranges(cfg.skip_ranges)
-        self.total_steps = total_steps(self.rampup, self.seq_len, cfg.max_tokens)
+        self.total_steps, _ = self.rampup.plan(self.seq_len, cfg.max_tokens)
         self.tokenizer_file = _tokenizer_of(recipe)
         self.loader = MixtureLoader(
             recipe.data.tokens,

@@ -113,6 +113,25 @@ class BatchRampup:
         steps = int(consumed_samples / samples_per_increment)
         return min(self.start + steps * self.increment, self.global_batch_size)
 
+    def plan(self, seq_len: int, max_tokens: int) -> tuple[int, list[dict[str, int]]]:
+        """Steps until `max_tokens` are consumed, and the steps where the batch size changes."""
+        milestones: list[dict[str, int]] = []
+        steps, samples = 0, 0
+        while samples * seq_len < max_tokens:
+            bs = self.batch_size(samples)
+            if not milestones or milestones[-1]["batch_size"] != bs:
+                milestones.append(
+                    {"from_step": steps + 1, "from_samples": samples, "batch_size": bs}
+                )
+            if self.start is None or samples > self.rampup_samples:
+                # the batch is constant from here on
+                return steps + math.ceil(
+                    (max_tokens - samples * seq_len) / (bs * seq_len)
+                ), milestones
+            samples += bs
+            steps += 1
+        return steps, milestones
+
     def num_micro_batches(self, consumed_samples: int) -> int:
         return self.batch_size(consumed_samples) // self.micro_times_dp
 
