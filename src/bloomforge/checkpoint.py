@@ -56,7 +56,7 @@ class Checkpoint:
 
 def save_checkpoint(
     out: str | Path,
-    model: BloomLM,
+    model: BloomLM | dict[str, torch.Tensor] | None,
     recipe: Recipe,
     tokenizer_file: str | Path | None = None,
     meta: dict[str, Any] | None = None,
@@ -65,17 +65,23 @@ def save_checkpoint(
 ) -> Path:
     """Write the checkpoint folder atomically; an existing folder at `out` is replaced.
 
-    `extra(tmp)` writes further files into the folder (training state); with `checksum`,
-    meta.json records `files: {name: checksum(file)}` for every other file.
+    `model` is a model, its state dict, or None when `extra(tmp)` writes model.safetensors
+    itself (consolidated from a sharded save). `extra(tmp)` writes further files into the folder
+    (training state); with `checksum`, meta.json records `files: {name: checksum(file)}` for
+    every other file.
     """
     with atomic_directory(out) as tmp:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
+        if model is not None:
+            state = model if isinstance(model, dict) else model.state_dict()
+            state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+            save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
         save_recipe(recipe, tmp / "config.yaml")
         if tokenizer_file is not None:
             shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
         if extra is not None:
             extra(tmp)
+        if not (tmp / WEIGHTS).is_file():
+            raise BloomforgeError(f"{out}: no {WEIGHTS} was written")
         info = {"format": FORMAT, "version": VERSION, **(meta or {})}
         if checksum is not None:
             info["files"] = {p.name: checksum(p) for p in sorted(tmp.iterdir())}

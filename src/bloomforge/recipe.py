@@ -88,6 +88,10 @@ class ParallelConfig:
     dp: int = -1  # -1: whatever the world size leaves after tp x pp
     tp: int = 1
     pp: int = 1
+    zero: int = 3  # FSDP2: 3 reshards parameters after forward; 2 keeps them (ZeRO-2-like)
+    pp_schedule: str = "1f1b"  # gpipe | 1f1b | interleaved_1f1b
+    pp_virtual_stages: int = 1  # stages per pipeline rank (interleaved_1f1b)
+    pp_embedding_as_layer: bool = False  # BLOOM: count the embedding as a block when splitting
 
 
 @dataclass

@@ -15,6 +15,7 @@ may always see its own key, so a padded query row is never empty (its output is 
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -122,6 +123,8 @@ class AttentionContext:
         self.attn_mask: Tensor | None = None
         self.score_mod = None
         self.block_mask = None
+        self._spec, self._slopes = spec, slopes
+        self._head_views: dict[tuple[int, int], AttentionContext] = {}
         if impl == "flex":
             self._build_flex(spec, slopes)
             return
@@ -147,13 +150,34 @@ class AttentionContext:
             mask_mod, batch, None, spec.q_len, spec.k_len, device=spec.q_pos.device
         )
         if slopes is not None:
-            q_pos, k_pos = spec.q_pos, spec.k_pos
+            self.score_mod = _alibi_score_mod(spec, slopes)
 
-            def score_mod(score, b, h, q_idx, kv_idx):
-                dist = (q_pos[b, q_idx] - k_pos[b, kv_idx]).abs()
-                return score - slopes[h] * dist
+    def heads(self, start: int, n: int) -> AttentionContext:
+        """The context for heads start..start+n-1 only (a tensor-parallel rank's heads): the
+        ALiBi bias of those heads; masks without a per-head bias are shared as they are."""
+        slopes = self._slopes
+        if slopes is None or (start == 0 and n == slopes.numel()):
+            return self
+        view = self._head_views.get((start, n))
+        if view is None:
+            view = copy.copy(self)
+            view._head_views = {}
+            if self.attn_mask is not None and self.attn_mask.shape[1] > 1:
+                view.attn_mask = self.attn_mask[:, start : start + n]
+            if self.score_mod is not None:
+                view.score_mod = _alibi_score_mod(self._spec, slopes[start : start + n])
+            self._head_views[(start, n)] = view
+        return view
 
-            self.score_mod = score_mod
+
+def _alibi_score_mod(spec: MaskSpec, slopes: Tensor):
+    q_pos, k_pos = spec.q_pos, spec.k_pos
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        dist = (q_pos[b, q_idx] - k_pos[b, kv_idx]).abs()
+        return score - slopes[h] * dist
+
+    return score_mod
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext, training: bool) -> Tensor:

@@ -28,6 +28,7 @@ from bloomforge.model.layers import (
     rotary_inv_freq,
     sinusoidal_embedding,
 )
+from bloomforge.model.loss import fused_linear_cross_entropy
 
 
 class KVCache:
@@ -64,6 +65,9 @@ class Attention(nn.Module):
         super().__init__()
         self.layer_id = layer_id
         self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        # Which of the model's heads this module computes: all of them, unless tensor
+        # parallelism gives each rank a contiguous group (it sets n_head and head_start).
+        self.head_start = 0
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
         self.out = nn.Linear(cfg.hidden, cfg.hidden)
 
@@ -74,7 +78,7 @@ class Attention(nn.Module):
         rope: tuple[Tensor, Tensor] | None,
         cache: KVCache | None,
     ) -> Tensor:
-        B, T, C = x.shape
+        B, T, _ = x.shape
         # Head-major fused layout (B, T, nh, 3, hs), as Megatron and BLOOM checkpoints store it.
         qkv = self.qkv(x).view(B, T, self.n_head, 3, self.head_dim)
         q, k, v = (t.transpose(1, 2) for t in qkv.unbind(dim=3))  # (B, nh, T, hs)
@@ -82,8 +86,8 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:
             k, v = cache.update(self.layer_id, k, v)
-        y = attend(q, k, v, ctx, self.training)  # (B, nh, T, hs)
-        return self.out(y.transpose(1, 2).reshape(B, T, C))
+        y = attend(q, k, v, ctx.heads(self.head_start, self.n_head), self.training)
+        return self.out(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
 
 
 class Block(nn.Module):
@@ -145,7 +149,7 @@ class BloomLM(nn.Module):
     @torch.no_grad()
     def init_buffers(self, device: torch.device | None = None) -> None:
         """Recompute the non-persistent buffers (ALiBi slopes, rotary frequencies)."""
-        device = device or self.tok_embeddings.weight.device
+        device = device or next(self.parameters()).device
         self.alibi_slopes = alibi_slopes(self.cfg.n_head).to(device)
         self.rope_inv_freq = rotary_inv_freq(self.cfg.head_dim, self.cfg.rotary_base, device)
 
@@ -178,26 +182,35 @@ class BloomLM(nn.Module):
         position_ids: Tensor | None = None,
         cache: KVCache | None = None,
         return_hidden: bool = False,
+        targets: Tensor | None = None,
     ) -> Tensor:
         """Logits (B, T, padded_vocab) for `input_ids` (B, T).
 
+        input_ids may also be hidden states (B, T, h) from the previous pipeline stage; a model
+        whose `norm` was removed (a pipeline stage before the last) returns its hidden states.
+        targets: (B, T) next-token ids (-100: not counted): return the mean cross-entropy,
+        fused with the output projection (model.loss), instead of logits.
         attention_mask: (B, T_past + T), 1 for tokens, 0 for (left) padding, covering the cache.
         prefix_len: (B,) prefix-LM prefix length in columns (needs attention="prefix_lm").
         doc_ids: (B, T) document index of each token of a packed sequence (no cross-doc attention).
         position_ids: (B, T) explicit positions; by default they count real tokens from 0.
         """
         cfg = self.cfg
-        B, T = input_ids.shape
+        B, T = input_ids.shape[:2]
         past = cache.length if cache is not None else 0
-        spec = self._mask_spec(B, T, past, attention_mask, prefix_len, doc_ids, position_ids)
-
-        x = self.tok_embeddings(input_ids)  # (B, T, h)
-        if self.pos_embeddings is not None:
-            x = x + self.pos_embeddings(spec.q_pos)
-        elif cfg.position == "sinusoidal":
-            x = x + sinusoidal_embedding(spec.q_pos, cfg.hidden, x.dtype)
-        if self.emb_norm is not None:
-            x = self.emb_norm(x)
+        spec = self._mask_spec(
+            B, T, past, attention_mask, prefix_len, doc_ids, position_ids, input_ids.device
+        )
+        if input_ids.is_floating_point():
+            x = input_ids  # (B, T, h) from the previous pipeline stage: embedded there
+        else:
+            x = self.tok_embeddings(input_ids)  # (B, T, h)
+            if self.pos_embeddings is not None:
+                x = x + self.pos_embeddings(spec.q_pos)
+            elif cfg.position == "sinusoidal":
+                x = x + sinusoidal_embedding(spec.q_pos, cfg.hidden, x.dtype)
+            if self.emb_norm is not None:
+                x = self.emb_norm(x)
         rope = None
         if cfg.position == "rotary":
             rope = rotary_cos_sin(spec.q_pos, self.rope_inv_freq, x.dtype)
@@ -208,7 +221,11 @@ class BloomLM(nn.Module):
             x = block(x, ctx, rope, cache)
         if cache is not None:
             cache.length += T
+        if self.norm is None:
+            return x
         x = self.norm(x)
+        if targets is not None:
+            return fused_linear_cross_entropy(x, self.output_weight, targets)
         if return_hidden:
             return x
         return self.logits(x)
@@ -230,8 +247,8 @@ class BloomLM(nn.Module):
         prefix_len: Tensor | None,
         doc_ids: Tensor | None,
         position_ids: Tensor | None,
+        device: torch.device,
     ) -> MaskSpec:
-        device = self.tok_embeddings.weight.device
         Tk = past + T
         if prefix_len is not None and self.cfg.attention != "prefix_lm":
             raise ValueError("prefix_len given but the model's attention is 'causal'")

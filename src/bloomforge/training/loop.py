@@ -31,7 +31,8 @@ from bloomforge.data.loader import MixtureLoader
 from bloomforge.errors import BloomforgeError
 from bloomforge.model import BloomLM
 from bloomforge.model.flops import count_params, train_flops_per_token
-from bloomforge.model.loss import fused_linear_cross_entropy
+from bloomforge.parallel.apply import parallelize
+from bloomforge.parallel.dims import ParallelDims, build_mesh
 from bloomforge.recipe import Recipe, save_recipe
 from bloomforge.tokenizer import find_tokenizer_file, load_tokenizer
 from bloomforge.training import state as ckpt
@@ -41,11 +42,7 @@ from bloomforge.training.metrics import (
     peak_memory_gb,
     progress_line,
 )
-from bloomforge.training.optim import (
-    build_optimizer,
-    load_optimizer_tensors,
-    optimizer_tensors,
-)
+from bloomforge.training.optim import build_optimizer
 from bloomforge.training.schedule import BatchRampup, learning_rate, parse_skip_ranges
 
 
@@ -90,13 +87,17 @@ class Trainer:
         self.run = Path(recipe.out)
         self.rank, self.world_size = rank, world_size
         self.device = resolve_device(cfg.device)
+        p = recipe.parallel
+        self.dims = ParallelDims.from_config(p.dp, p.tp, p.pp, world_size)
+        self.mesh = build_mesh(self.dims, self.device.type) if world_size > 1 else None
+        self.dp_rank = self.mesh["dp"].get_local_rank() if self.mesh is not None else 0
         self.seq_len = recipe.data.seq_len
         if self.seq_len > recipe.model.max_seq_len and recipe.model.position in ("learned",):
             raise BloomforgeError(
                 f"data.seq_len {self.seq_len} > model.max_seq_len {recipe.model.max_seq_len}"
             )
         self.rampup = BatchRampup.from_config(
-            cfg.global_batch_size, cfg.micro_batch_size, world_size, cfg.rampup_batch_size
+            cfg.global_batch_size, cfg.micro_batch_size, self.dims.dp, cfg.rampup_batch_size
         )
         self.skip_ranges = parse_skip_ranges(cfg.skip_ranges)
         self.total_steps, _ = self.rampup.plan(self.seq_len, cfg.max_tokens)
@@ -129,46 +130,33 @@ class Trainer:
         if resume and existing and self.resumed_from is None:
             raise BloomforgeError(f"{self.run}: no checkpoint passes its checksums")
         torch.manual_seed(recipe.seed)
+        # Every rank builds the whole model from the seed, so any layout starts from the very
+        # weights a single process would, then keeps its own part (shards, heads, stages).
+        model = BloomLM.build(recipe.model, device=self.device, seed=recipe.seed)
+        model.train()
+        par = parallelize(model, self.dims, self.mesh, recipe.parallel, cfg, self.device)
+        self.parts, self.pipeline, self.fsdp = par.parts, par.runner, par.fsdp
+        self.model = self.parts[0]
+        self.optimizers = [build_optimizer(part, cfg) for part in self.parts]
+        self._tied_group = None
+        if self.pipeline is not None:
+            from bloomforge.parallel.pipeline import tied_embedding_group
+
+            self._tied_group = tied_embedding_group(self.mesh)
         if self.resumed_from is not None:
-            loaded = ckpt.load_training_checkpoint(self.resumed_from, self.device)
-            self.model = loaded["model"]
-        else:
-            self.model = BloomLM.build(recipe.model, device=self.device, seed=recipe.seed)
-        self.model.train()
-        self._apply_speedups()
-        self.optimizer = build_optimizer(self.model, cfg)
-        if self.resumed_from is not None:
-            load_optimizer_tensors(
-                self.model, self.optimizer, loaded["optimizer"], str(self.resumed_from)
-            )
-            self._load_trainer_state(loaded["trainer"])
-            ckpt.restore_rng(loaded["rng"])
-        self.run.mkdir(parents=True, exist_ok=True)
-        save_recipe(recipe, self.run / "config.yaml")
+            from bloomforge.parallel.checkpoint import load_into
+
+            load_into(self.parts, self.optimizers, self.resumed_from)
+            self._load_trainer_state(ckpt.read_trainer_state(self.resumed_from))
+            ckpt.restore_rng(ckpt.read_rng(self.resumed_from))
+        if rank == 0:
+            self.run.mkdir(parents=True, exist_ok=True)
+            save_recipe(recipe, self.run / "config.yaml")
         self.flops_per_token = train_flops_per_token(recipe.model, self.seq_len)
         self.peak_tflops = cfg.peak_tflops or device_peak_tflops(self.device)
         self._stop_reason: str | None = None
 
     # -- set-up -------------------------------------------------------------------------------
-    def _apply_speedups(self) -> None:
-        """Activation checkpointing and compile per block (torchtitan's order: AC, then compile).
-
-        Both keep parameter names: checkpoint_wrapper strips its prefix from the state dict and
-        `Module.compile()` compiles in place.
-        """
-        if not (self.cfg.activation_checkpointing or self.cfg.compile):
-            return
-        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
-            checkpoint_wrapper,
-        )
-
-        for name, block in list(self.model.layers.items()):
-            if self.cfg.activation_checkpointing:
-                block = checkpoint_wrapper(block, preserve_rng_state=True)
-            if self.cfg.compile:
-                block.compile()
-            self.model.layers[name] = block
-
     def _load_trainer_state(self, state: dict[str, Any]) -> None:
         self.step, self.samples = state["step"], state["samples"]
         self.tokens, self.skipped = state["tokens"], state["skipped"]
@@ -189,23 +177,34 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------------------------
     def _autocast(self):
-        return torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"
-        )
+        # Under FSDP2 its mixed-precision policy casts the parameters to bf16 instead.
+        enabled = self.cfg.precision == "bf16" and not self.fsdp
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _loss(self, batch: Tensor) -> tuple[Tensor, int]:
         """Mean loss of one micro-batch (B, T+1) and its number of target tokens."""
         inputs = batch[:, :-1].to(self.device, non_blocking=True)
         targets = batch[:, 1:].to(self.device, non_blocking=True)
         with self._autocast():
-            hidden = self.model(inputs, return_hidden=True)  # (B, T, h)
-            loss = fused_linear_cross_entropy(hidden, self.model.output_weight, targets)
+            # The loss is computed inside the model's forward (fused with the output
+            # projection), where FSDP has the tied embedding gathered.
+            loss = self.model(inputs, targets=targets)
         return loss, targets.numel()
 
-    def _forward_backward(self, batch: Tensor) -> Tensor:
-        """Accumulate gradients over micro-batches; the loss is the global-batch token mean."""
+    def _forward_backward(self, batch: Tensor, global_batch: int) -> Tensor:
+        """Accumulate gradients over this rank's micro-batches. Each micro-batch's loss is
+        weighted by its share of the global batch's tokens, so the sum over micro-batches and
+        data-parallel ranks (FSDP reduces by sum) is the global token mean. Returns this rank's
+        part of the loss."""
         mbs = self.cfg.micro_batch_size
-        total = batch[:, 1:].numel()
+        total = global_batch * self.seq_len
+        if self.pipeline is not None:
+            n_micro = batch.shape[0] // mbs
+            self.pipeline.loss_scale = mbs * self.seq_len / total
+            inputs = batch[:, :-1].to(self.device)
+            targets = batch[:, 1:].to(self.device)
+            with self._autocast():
+                return self.pipeline.step(inputs, targets, n_micro)
         loss_sum = torch.zeros((), device=self.device)
         for micro in batch.split(mbs):
             loss, n = self._loss(micro)
@@ -213,6 +212,40 @@ class Trainer:
             weighted.backward()
             loss_sum += weighted.detach().float()
         return loss_sum
+
+    def _sum_over_ranks(self, value: Tensor) -> Tensor:
+        """Add up a per-rank partial value over data-parallel ranks and pipeline stages."""
+        if self.mesh is None:
+            return value
+        import torch.distributed as dist
+
+        for dim in ("dp", "pp"):
+            if self.mesh[dim].size() > 1:
+                dist.all_reduce(value, group=self.mesh[dim].get_group())
+        return value
+
+    def _clip(self) -> Tensor:
+        if self.mesh is None:
+            return torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+        from bloomforge.parallel.grads import clip_grad_norm
+        from bloomforge.parallel.pipeline import sync_tied_embedding
+        from bloomforge.parallel.tensor import sync_replicated_grads
+
+        if self.dims.tp > 1:
+            for part in self.parts:
+                sync_replicated_grads(part, self.mesh["tp"].get_group())
+        sync_tied_embedding(self.parts, self._tied_group)
+        params, counted = [], []
+        for part, stage in zip(self.parts, self._stages(), strict=True):
+            for name, param in part.named_parameters():
+                params.append(param)
+                # The tied embedding's copy on the last stage is counted on the first.
+                if not (stage > 0 and name == "tok_embeddings.weight"):
+                    counted.append(param)
+        return clip_grad_norm(params, counted, self.cfg.clip_grad, self.mesh, self.device)
+
+    def _stages(self) -> list[int]:
+        return self.pipeline.stages if self.pipeline is not None else [0]
 
     def _guard(self, loss: float, norm: float) -> str | None:
         """Why this step must be skipped, or None."""
@@ -231,7 +264,7 @@ class Trainer:
         """One optimizer step (or a skipped one); returns the step's metrics."""
         self.step += 1
         bs = self.rampup.batch_size(self.samples)
-        batch = self.loader.next_batch(bs, self.rank, self.world_size)
+        batch = self.loader.next_batch(bs, self.dp_rank, self.dims.dp)
         step_tokens = bs * self.seq_len
         # The lr of this update: the schedule at the tokens seen once this batch is consumed
         # (Megatron evaluates it before counting the batch, which makes the first step lr 0).
@@ -249,17 +282,20 @@ class Trainer:
         if self._in_skip_range(self.step):
             reason = "train.skip_ranges"
         else:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            loss = self._forward_backward(batch)
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+            for opt in self.optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            loss = self._sum_over_ranks(self._forward_backward(batch, bs))
+            norm = self._clip()
             loss_v, norm_v = torch.stack([loss, norm.float()]).tolist()  # the step's one sync
             metrics.update(loss=loss_v, grad_norm=norm_v)
             reason = self._guard(loss_v, norm_v)
             if reason is None:
-                self.optimizer.step()
+                for opt in self.optimizers:
+                    opt.step()
                 self.norms.append(norm_v)
-            self.optimizer.zero_grad(set_to_none=True)
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
         if reason is not None:
             self.skipped += 1
             kind = reason.split(" (")[0]  # counted by kind, without the step's numbers
@@ -273,38 +309,54 @@ class Trainer:
     # -- validation ---------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> dict[str, dict[str, float]]:
-        """Loss and perplexity per group on the held-out split."""
-        self.model.eval()
+        """Loss and perplexity per group on the held-out split (every rank evaluates the same
+        batches, so sharded layouts need no extra reduction)."""
+        for part in self.parts:
+            part.eval()
         out = {}
         for group in self.loader.groups:
             total, count = torch.zeros((), dtype=torch.float64), 0
             for batch in self.loader.validation_batches(
                 group, self.cfg.micro_batch_size, self.cfg.eval_samples
             ):
-                loss, n = self._loss(batch)
+                if self.pipeline is not None:
+                    self.pipeline.loss_scale = 1.0
+                    with self._autocast():
+                        loss = self.pipeline.step(
+                            batch[:, :-1].to(self.device), batch[:, 1:].to(self.device), 1, False
+                        )
+                    if self.mesh["pp"].size() > 1:
+                        import torch.distributed as dist
+
+                        dist.all_reduce(loss, group=self.mesh["pp"].get_group())
+                    n = batch[:, 1:].numel()
+                else:
+                    loss, n = self._loss(batch)
                 total += loss.double().cpu() * n
                 count += n
             if count:
                 mean = float(total / count)
                 out[group] = {"loss": mean, "ppl": math.exp(min(mean, 50.0)), "tokens": count}
-        self.model.train()
+        for part in self.parts:
+            part.train()
         return out
 
     # -- checkpoints --------------------------------------------------------------------------
     def save(self) -> Path:
         ckpt.fault_point("checkpoint-before", self.step)
+        from bloomforge.parallel.checkpoint import flat_state, state_dicts
+
+        model_state, optimizer_state = flat_state(*state_dicts(self.parts, self.optimizers))
         path = ckpt.save_training_checkpoint(
             self.run,
             self.step,
-            self.model,
+            model_state,
+            optimizer_state,
             self.recipe,
-            {
-                "optimizer": optimizer_tensors(self.model, self.optimizer),
-                "rng": ckpt.rng_tensors(),
-            },
             self.trainer_state(),
             self.tokenizer_file,
             self.cfg.keep_last,
+            distributed=self.mesh is not None,
         )
         ckpt.fault_point("checkpoint-after", self.step)
         return path
@@ -314,6 +366,17 @@ class Trainer:
         self._stop_reason = signal.Signals(signum).name
 
     def _should_stop(self, started: float) -> str | None:
+        """Why to stop now, agreed by every rank (one rank seeing the kill switch stops all)."""
+        reason = self._local_stop_reason(started)
+        if self.mesh is None:
+            return reason
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if reason else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return reason or ("stop requested by another rank" if flag.item() else None)
+
+    def _local_stop_reason(self, started: float) -> str | None:
         if self._stop_reason:
             return self._stop_reason
         if self.cfg.kill_switch and Path(self.cfg.kill_switch).exists():
@@ -327,7 +390,7 @@ class Trainer:
         """Train until train.max_tokens (or a stop request); returns a summary."""
         cfg = self.cfg
         resume_step = self.step if self.resumed_from is not None else None
-        log = MetricsLog(self.run, resume_step=resume_step, tensorboard=self.rank == 0)
+        log = MetricsLog(self.run, resume_step=resume_step, enabled=self.rank == 0)
         old_handlers = {
             s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)
         }

@@ -34,14 +34,26 @@ def peak_memory_gb(device: torch.device) -> float | None:
 
 
 class MetricsLog:
-    def __init__(self, run: Path, resume_step: int | None = None, tensorboard: bool = True):
+    def __init__(
+        self,
+        run: Path,
+        resume_step: int | None = None,
+        tensorboard: bool = True,
+        enabled: bool = True,
+    ):
+        """`enabled=False` (ranks other than 0 under torchrun): write and print nothing."""
+        self.enabled = enabled
         self.path = run / "metrics.jsonl"
+        self._file = None
+        self._tb = None
+        self.console = Console(highlight=False)
+        if not enabled:
+            return
         if resume_step is not None:
             self._truncate(resume_step)
         elif self.path.exists():
             self.path.unlink()
         self._file = open(self.path, "a")  # noqa: SIM115 (kept open for the whole run)
-        self._tb = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -49,7 +61,6 @@ class MetricsLog:
                 self._tb = SummaryWriter(str(run / "tb"), purge_step=resume_step)
             except ImportError:  # tensorboard is optional at run time
                 self._tb = None
-        self.console = Console(highlight=False)
 
     def _truncate(self, step: int) -> None:
         """Drop records of steps after `step`: the resumed run writes them again."""
@@ -67,6 +78,8 @@ class MetricsLog:
         os.replace(tmp, self.path)
 
     def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         record = {"kind": kind, "step": step, **values}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -76,10 +89,12 @@ class MetricsLog:
                     self._tb.add_scalar(f"{kind}/{key}", value, step)
 
     def print(self, text: str) -> None:
-        self.console.print(text)
+        if self.enabled:
+            self.console.print(text)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
 

@@ -3,8 +3,8 @@
 In: a model and the train section. Out: `torch.optim.AdamW` with two parameter groups: weight
 decay on matrices and embeddings, none on biases and LayerNorm (incl. embedding LayerNorm)
 weights, as Megatron's `get_params_for_weight_decay_optimization` splits them. Fused kernels on
-GPU, foreach elsewhere. `optimizer_tensors` / `load_optimizer_tensors` turn the state into named
-tensors (`exp_avg.<param>`) so it is stored without pickle.
+GPU, foreach elsewhere. Its state is saved by name (`exp_avg.<param>`) through
+`bloomforge.parallel.checkpoint`, for any layout.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bloomforge.errors import BloomforgeError
 from bloomforge.recipe import TrainConfig
 
 
@@ -37,41 +36,3 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         fused=on_gpu or None,
         foreach=None if on_gpu else True,
     )
-
-
-def _param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
-    """Names of the optimizer's parameters in its own (state_dict index) order."""
-    names = {id(p): n for n, p in model.named_parameters()}
-    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
-
-
-def optimizer_tensors(
-    model: nn.Module, optimizer: torch.optim.Optimizer
-) -> dict[str, torch.Tensor]:
-    out = {}
-    state = optimizer.state_dict()["state"]
-    for index, name in enumerate(_param_names(model, optimizer)):
-        for key, value in state.get(index, {}).items():
-            out[f"{key}.{name}"] = torch.as_tensor(value).detach().contiguous().cpu()
-    return out
-
-
-def load_optimizer_tensors(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    tensors: dict[str, torch.Tensor],
-    source: str,
-) -> None:
-    sd = optimizer.state_dict()
-    names = _param_names(model, optimizer)
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for index, name in enumerate(names):
-        entry = {k.split(".", 1)[0]: v for k, v in tensors.items() if k.split(".", 1)[1] == name}
-        if entry:
-            state[index] = entry
-    known = {f"{k}.{n}" for i, n in enumerate(names) for k in state.get(i, {})}
-    if len(known) != len(tensors):
-        extra = sorted(set(tensors) - known)[:3]
-        raise BloomforgeError(f"{source}: optimizer state for unknown parameters {extra}")
-    sd["state"] = state
-    optimizer.load_state_dict(sd)

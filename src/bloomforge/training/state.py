@@ -3,12 +3,15 @@
 In: the model, optimizer, loader and counters of a run. Out: `RUN/checkpoints/step_XXXXXXXX/`
     model.safetensors, config.yaml, meta.json, tokenizer.json   (a normal model checkpoint:
                                                                  eval/export/generate read it)
-    optimizer.safetensors   AdamW moments and step counts, by parameter name
+    optimizer.safetensors   AdamW moments and step counts: `exp_avg.<parameter name>` ...
     rng.safetensors         torch CPU (and CUDA) generator states
     trainer.json            step, samples, tokens, skipped, loader and guard state
 and in meta.json the sha256 of every file. Folders are written under a temporary name, fsynced
-and renamed, and only the newest `keep_last` are kept. At resume the newest folder whose
-checksums match is used; a damaged one is reported and the previous one used instead.
+and renamed, and only the newest `keep_last` are kept. Under torchrun every rank writes its shards
+(DCP) and rank 0 consolidates them into the same files, so a checkpoint does not depend on the
+layout that wrote it. At resume the newest folder whose checksums match is used; a damaged one is
+reported and the previous one used instead (`bloomforge.parallel.checkpoint.load_into` reads it
+into any layout).
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from safetensors.torch import save_file
 
 from bloomforge.checkpoint import (
     STEP_PREFIX,
-    load_checkpoint,
     read_safetensors,
     run_checkpoints,
     save_checkpoint,
@@ -60,33 +62,65 @@ def checkpoint_dirs(run: Path) -> list[Path]:
 def save_training_checkpoint(
     run: Path,
     step: int,
-    model: torch.nn.Module,
+    model_state: dict[str, torch.Tensor],
+    optimizer_state: dict[str, torch.Tensor],
     recipe: Recipe,
-    tensors: dict[str, dict[str, torch.Tensor]],
     trainer_state: dict[str, Any],
     tokenizer_file: Path | None,
     keep_last: int,
+    distributed: bool = False,
 ) -> Path:
+    """Write `checkpoints/step_N`. Single process: the state dicts as safetensors. Distributed
+    (collective; every rank calls it): each rank writes its shards with DCP into a staging
+    folder, rank 0 consolidates them and writes the folder; the others wait."""
     out = run / "checkpoints" / f"{PREFIX}{step:08d}"
+    staging = run / "checkpoints" / f".staging-{PREFIX}{step:08d}"
+    rank = 0
+    if distributed:
+        import torch.distributed as dist
+
+        from bloomforge.parallel.checkpoint import save_sharded
+
+        rank = dist.get_rank()
+        if rank == 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        dist.barrier()
+        save_sharded(model_state, staging, "model")
+        save_sharded(optimizer_state, staging, "optimizer")
 
     def extra(tmp: Path) -> None:
-        for name, group in tensors.items():
-            save_file(group, tmp / f"{name}.safetensors")
+        if distributed:
+            for name in ("model", "optimizer"):
+                os.replace(staging / f"{name}.safetensors", tmp / f"{name}.safetensors")
+        else:
+            save_file(_cpu(optimizer_state), tmp / "optimizer.safetensors")
+        save_file(rng_tensors(), tmp / "rng.safetensors")
         (tmp / "trainer.json").write_text(json.dumps(trainer_state, indent=1) + "\n")
         fault_point("checkpoint-write", step)  # model written, the rest not yet renamed
 
-    save_checkpoint(
-        out,
-        model,
-        recipe,
-        tokenizer_file,
-        meta={"step": step, "tokens": trainer_state["tokens"]},
-        extra=extra,
-        checksum=_sha256,
-    )
-    for old in checkpoint_dirs(run)[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    if rank == 0:
+        save_checkpoint(
+            out,
+            None if distributed else model_state,
+            recipe,
+            tokenizer_file,
+            meta={"step": step, "tokens": trainer_state["tokens"]},
+            extra=extra,
+            checksum=_sha256,
+        )
+        shutil.rmtree(staging, ignore_errors=True)
+        for old in checkpoint_dirs(run)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
     return out
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v).detach().contiguous().cpu() for k, v in state.items()}
 
 
 def verify(folder: Path) -> str | None:
@@ -118,19 +152,15 @@ def latest_valid_checkpoint(run: Path) -> Path | None:
     return None
 
 
-def load_training_checkpoint(folder: Path, device: torch.device) -> dict[str, Any]:
-    """Model (float32 master weights), tensors of each extra file, and trainer.json."""
-    ckpt = load_checkpoint(folder, device=device)
+def read_trainer_state(folder: Path) -> dict[str, Any]:
     try:
-        trainer_state = json.loads((folder / "trainer.json").read_text())
+        return json.loads((folder / "trainer.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise BloomforgeError(f"{folder / 'trainer.json'}: unreadable ({e})") from e
-    return {
-        "model": ckpt.model,
-        "optimizer": read_safetensors(folder / "optimizer.safetensors"),
-        "rng": read_safetensors(folder / "rng.safetensors"),
-        "trainer": trainer_state,
-    }
+
+
+def read_rng(folder: Path) -> dict[str, torch.Tensor]:
+    return read_safetensors(folder / "rng.safetensors")
 
 
 def rng_tensors() -> dict[str, torch.Tensor]:

@@ -1,0 +1,38 @@
+"""Data parallelism with ZeRO sharding: FSDP2 `fully_shard`, per block and then the root.
+
+In: a BloomLM (possibly already tensor-parallel or a pipeline stage) and the "dp" mesh dimension.
+Out: the model with parameters, gradients and optimizer state sharded over dp (ZeRO-3; with
+`reshard_after_forward=False` the parameters stay gathered between forward and backward, ZeRO-2
+style). Mixed precision: bf16 parameters for compute, float32 gradient reduction, float32 master
+weights (the optimizer only sees the float32 shards).
+
+Gradient reduction is a plain sum (divide factor 1): the training loop already weights every
+micro-batch's loss by its share of the global batch's tokens. Besides being exactly the global
+token mean, this sidesteps PyTorch issue 162338 (on gloo an FSDP2 AVG reduction can come out
+summed).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def apply_fsdp(
+    model: nn.Module,
+    dp_mesh,
+    bf16: bool,
+    reshard_after_forward: bool = True,
+) -> None:
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp = MixedPrecisionPolicy(
+        param_dtype=torch.bfloat16 if bf16 else None,
+        reduce_dtype=torch.float32,
+    )
+    for block in model.layers.values():
+        fully_shard(block, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
+    # The root holds the embedding (tied to the output), the LayerNorms; it is used last in the
+    # forward (the loss), so resharding it right after would only gather it again for backward.
+    fully_shard(model, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=False)
+    model.set_gradient_divide_factor(1.0)
