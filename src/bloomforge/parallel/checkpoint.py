@@ -39,8 +39,10 @@ def flat_state(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(weights by name, optimizer tensors as `key.name`) over all parts."""
     model_sd = {k: v for sd in models for k, v in sd.items()}
+    # 0-d tensors (AdamW's step counts) are stored as shape (1,) views: DCP's safetensors
+    # consolidation writes 0-d tensors as zeros. A view, so loading in place still fills them.
     optim_sd = {
-        f"{key}.{name}": value
+        f"{key}.{name}": value.view(1) if value.ndim == 0 else value
         for osd in optims
         for name, entry in osd["state"].items()
         for key, value in entry.items()

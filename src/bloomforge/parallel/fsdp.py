@@ -24,7 +24,7 @@ def apply_fsdp(
     bf16: bool,
     reshard_after_forward: bool = True,
 ) -> None:
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
     mp = MixedPrecisionPolicy(
         param_dtype=torch.bfloat16 if bf16 else None,
@@ -35,4 +35,8 @@ def apply_fsdp(
     # The root holds the embedding (tied to the output), the LayerNorms; it is used last in the
     # forward (the loss), so resharding it right after would only gather it again for backward.
     fully_shard(model, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=False)
-    model.set_gradient_divide_factor(1.0)
+    for module in model.modules():  # the setting is per FSDP unit: blocks and root
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)
+            # A plain SUM collective: a divide factor alone becomes PREMUL_SUM (gloo lacks it).
+            module.set_force_sum_reduction_for_comms(True)

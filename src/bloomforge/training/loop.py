@@ -316,14 +316,21 @@ class Trainer:
         out = {}
         for group in self.loader.groups:
             total, count = torch.zeros((), dtype=torch.float64), 0
+            # A pipeline needs at least as many micro-batches as it has stages.
+            n_micro = self.pipeline.n_stages if self.pipeline is not None else 1
             for batch in self.loader.validation_batches(
-                group, self.cfg.micro_batch_size, self.cfg.eval_samples
+                group, self.cfg.micro_batch_size * n_micro, self.cfg.eval_samples
             ):
                 if self.pipeline is not None:
-                    self.pipeline.loss_scale = 1.0
+                    if batch.shape[0] % n_micro:
+                        continue  # a short last batch cannot be cut into the stages' count
+                    self.pipeline.loss_scale = 1.0 / n_micro
                     with self._autocast():
                         loss = self.pipeline.step(
-                            batch[:, :-1].to(self.device), batch[:, 1:].to(self.device), 1, False
+                            batch[:, :-1].to(self.device),
+                            batch[:, 1:].to(self.device),
+                            n_micro,
+                            train=False,
                         )
                     if self.mesh["pp"].size() > 1:
                         import torch.distributed as dist

@@ -22,13 +22,16 @@ def no_decay(name: str, param: nn.Parameter) -> bool:
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in named if not no_decay(n, p)]
-    plain = [p for n, p in named if no_decay(n, p)]
     on_gpu = all(p.device.type == "cuda" for _, p in named)
+    # Groups by decay and by kind: under tensor parallelism some parameters are DTensors and
+    # some plain tensors, and one foreach/fused kernel call cannot mix the two.
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for n, p in named:
+        groups.setdefault((no_decay(n, p), hasattr(p, "device_mesh")), []).append(p)
     return torch.optim.AdamW(
         [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": plain, "weight_decay": 0.0},
+            {"params": params, "weight_decay": 0.0 if plain else cfg.weight_decay}
+            for (plain, _), params in sorted(groups.items())
         ],
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
