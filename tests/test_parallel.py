@@ -9,6 +9,7 @@ another (dp2 -> tp2, pp2 -> one process) and end equal to the uninterrupted run.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -174,7 +175,7 @@ def _check_tp_replicas(rank, world_size, tokens, run):
 
 
 def test_layout_must_factor_the_world_size():
-    with pytest.raises(BloomforgeError, match="parallel.pp x dp x tp"):
+    with pytest.raises(BloomforgeError, match=r"parallel\.pp x dp x tp"):
         ParallelDims.from_config(dp=2, tp=2, pp=1, world_size=2)
     with pytest.raises(BloomforgeError, match="not divisible"):
         ParallelDims.from_config(dp=-1, tp=3, pp=1, world_size=4)
@@ -185,3 +186,22 @@ def test_stage_ranges_count_the_embedding_as_a_layer_when_asked():
     assert stage_ranges(24, 4) == [(0, 6), (6, 12), (12, 18), (18, 24)]
     # BLOOM's type:transformer|embedding: 26 units over 4 stages, ends carry the embedding
     assert stage_ranges(24, 4, embedding_as_layer=True) == [(0, 6), (6, 13), (13, 19), (19, 24)]
+
+
+def test_torchrun_cli_trains_a_pipeline(tokens, reference, tmp_path):
+    """The user's command: `torchrun --nproc-per-node 2 -m bloomforge train ...`."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--standalone", "-m", "bloomforge", "train",
+        str(Path(__file__).parent / "data" / "empty_recipe.yaml"), *_overrides(tokens, run),
+        "parallel.pp=2",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("done: step 12") == 1  # printed by rank 0 only
+    _assert_same_run(run, reference)

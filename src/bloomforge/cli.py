@@ -58,11 +58,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except (BloomforgeError, ConfigError) as e:
-        print(f"bloomforge: {e}", file=sys.stderr)
+        print(f"bloomforge: {_rank_prefix()}{e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bloomforge: interrupted", file=sys.stderr)
         return 130
+
+
+def _rank_prefix() -> str:
+    """'[rank N] ' under torchrun, so an error says which process raised it."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"[rank {os.environ.get('RANK', '?')}] "
+    return ""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,7 @@
 """The process group from torchrun's environment, and rank-aware messages.
 
 In: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT as torchrun (or Slurm + torchrun) sets them.
-Out: an initialised default process group (NCCL on GPUs, gloo on CPU), the rank and world size;
-`is_distributed()` for code that must behave differently under torchrun.
+Out: an initialised default process group (NCCL on GPUs, gloo on CPU), the rank and world size.
 """
 
 from __future__ import annotations
@@ -26,12 +25,3 @@ def init_distributed(device: str = "auto") -> tuple[int, int]:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return dist.get_rank(), dist.get_world_size()
-
-
-def rank_prefix() -> str:
-    """'[rank N] ' under a process group, '' otherwise (errors name the rank they came from)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return f"[rank {dist.get_rank()}] "
-    return ""

@@ -1,7 +1,9 @@
-"""`bloomforge train RECIPE [key=value ...] [--resume] [--dry-run]`.
+"""`bloomforge train RECIPE [key=value ...] [--resume] [--dry-run]`, alone or under torchrun.
 
 In: a recipe file (or a run's config.yaml) and overrides. Out: a run folder (see
-`bloomforge.training.loop`), or with --dry-run a summary of the run without training.
+`bloomforge.training.loop`), or with --dry-run a summary of the run without training. Under
+`torchrun` (WORLD_SIZE > 1) every process joins the process group and trains its part of the
+layout in `parallel.*`; only rank 0 writes logs and prints.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
-        "train", help="train a model from a recipe (single process; torchrun: issue 5)"
+        "train", help="train a model from a recipe (one process, or under torchrun)"
     )
     p.add_argument("recipe", help="recipe.yaml, or a run's config.yaml to continue it")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_tokens=2e6")
@@ -36,9 +38,21 @@ def _run_train(args: argparse.Namespace) -> int:
         info = describe_run(recipe)
         print(json.dumps(info, indent=2) if args.json else format_run(info))
         return 0
+    from bloomforge.parallel.env import init_distributed, launched_by_torchrun
     from bloomforge.training.loop import Trainer
 
-    summary = Trainer(recipe, resume=args.resume).fit()
+    rank, world_size = 0, 1
+    if launched_by_torchrun():
+        rank, world_size = init_distributed(recipe.train.device)
+    try:
+        summary = Trainer(recipe, resume=args.resume, rank=rank, world_size=world_size).fit()
+    finally:
+        if world_size > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if rank != 0:
+        return 0
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
