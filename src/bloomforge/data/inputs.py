@@ -152,7 +152,7 @@ def open_binary(path: Path) -> IO[bytes]:
 
 
 def format_of(path: Path) -> str:
-    """"text", "jsonl" or "parquet" from the file name (compression suffixes ignored)."""
+    """ "text", "jsonl" or "parquet" from the file name (compression suffixes ignored)."""
     name = path.name
     for comp in COMPRESSION_SUFFIXES:
         name = name.removesuffix(comp)
@@ -251,11 +251,12 @@ def _line_records(path: Path, fmt: str, skip: Callable[[str, int, str], None]) -
     lineno = 0
     with stream:
         try:
-            for lineno, line in enumerate(stream, start=1):  # noqa: B007 (used after the loop)
+            for lineno, line in enumerate(stream, start=1):  # lineno: used after the loop
                 try:
                     text = line.decode("utf-8")
                 except UnicodeDecodeError:
-                    skip("invalid UTF-8", lineno, line.rstrip(b"\r\n").decode("utf-8", "backslashreplace"))
+                    raw = line.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+                    skip("invalid UTF-8", lineno, raw)
                     continue
                 text = text.removesuffix("\n").removesuffix("\r")
                 if fmt == "text":
@@ -273,9 +274,7 @@ def _line_records(path: Path, fmt: str, skip: Callable[[str, int, str], None]) -
             skip("corrupt or truncated file", lineno + 1, f"{type(e).__name__}: {e}")
 
 
-def _parquet_records(
-    path: Path, skip: Callable[[str, int, str], None], text_key: str
-) -> _Records:
+def _parquet_records(path: Path, skip: Callable[[str, int, str], None], text_key: str) -> _Records:
     import pyarrow.parquet as pq
 
     row = 0

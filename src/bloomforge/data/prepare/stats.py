@@ -262,8 +262,12 @@ def step_table(stats: dict, group: str | None = None) -> dict[str, dict[str, flo
     `group` keeps only the steps of stages of that group ("filter", "dedup").
     """
     groups = {s["name"]: s["group"] for s in stats["stages"]}
-    order = [st for stage, names in stats["steps"].items() for st in names if group is None
-             or groups.get(stage) == group]
+    order = [
+        st
+        for stage, names in stats["steps"].items()
+        for st in names
+        if group is None or groups.get(stage) == group
+    ]
     seen = dict.fromkeys(s for s in order if s not in (READ, OUTPUT))
     reach: dict = defaultdict(lambda: defaultdict(int))
     removed: dict = defaultdict(lambda: defaultdict(int))
