@@ -37,6 +37,10 @@ CASES = [
     ("octets 999.1.1.1 and 256.1.1.1", "octets 999.1.1.1 and 256.1.1.1"),
     ("on 2023-01-15 at 12:30:45, ref 12345", "on 2023-01-15 at 12:30:45, ref 12345"),
     ("see https://example.com/a?b=c", "see https://example.com/a?b=c"),
+    (
+        "http://creativecommons.org/licenses/by-nc-sa/2.0",
+        "http://creativecommons.org/licenses/by-nc-sa/2.0",
+    ),
     ("The quick brown fox.", "The quick brown fox."),
 ]
 

@@ -19,6 +19,9 @@ USER, IP_ADDRESS that were applied), rebuilt here from their parts. Where this d
   address, and is kept; a lone valid quad (`1.2.3.4`) is redacted, as BigScience did. Private,
   loopback and documentation addresses are redacted by default, as BigScience did
   (`public_ips_only=True` keeps them, as datatrove's PIIFormatter does).
+- A KEY inside a URL (its whitespace-delimited token holds "://" or "www.") is kept: the path
+  of `creativecommons.org/licenses/by-nc-sa/2` is not a secret. BigScience left this check as
+  a TODO (`is_website`) and redacted URL paths.
 """
 
 from __future__ import annotations
@@ -116,6 +119,13 @@ def _valid_ip(text: str, start: int, end: int, public_only: bool) -> bool:
     return address.is_global or not public_only
 
 
+def _in_url(text: str, start: int, end: int) -> bool:
+    left = max(text.rfind(c, 0, start) for c in " \t\n\r")
+    right = min((i for i in (text.find(c, end) for c in " \t\n\r") if i >= 0), default=len(text))
+    token = text[left + 1 : right]
+    return "://" in token or "www." in token
+
+
 def find_pii(
     text: str, types: tuple[str, ...] | list[str] = TYPES, public_ips_only: bool = False
 ) -> list[PIIMatch]:
@@ -127,6 +137,8 @@ def find_pii(
             if start == end:
                 continue
             if kind == "IP" and not _valid_ip(text, start, end, public_ips_only):
+                continue
+            if kind == "KEY" and _in_url(text, start, end):
                 continue
             found.append(PIIMatch(kind, start, end, m.group()))
     found.sort(key=lambda m: (m.start, -(m.end - m.start), _PRIORITY[m.type]))
