@@ -39,14 +39,16 @@ def load_stats(prepared: str | Path) -> dict:
         raise BloomforgeError(f"{path}: not valid JSON ({e})") from None
 
 
-def _bars(ax: Any, labels: list[str], series: dict[str, list[float]], ylabel: str) -> None:
+def _bars(
+    ax: Any, labels: list[str], series: dict[str, list[float]], ylabel: str, legend: bool = False
+) -> None:
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
         xs = [x + (i - (len(series) - 1) / 2) * width for x in range(len(labels))]
         ax.bar(xs, values, width, label=name)
     ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 8 else 0)
     ax.set_ylabel(ylabel)
-    if len(series) > 1:
+    if legend or len(series) > 1:
         ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
 
@@ -76,7 +78,7 @@ def _figures(stats: dict, folder: Path) -> list[tuple[str, str]]:
             },
             "% removed",
         )
-        ax.set_title("Removed by filtering and deduplication, per language")
+        ax.set_title("Removed by filtering and deduplication, per language", fontsize=11)
         out.append(("Removed per language", _save(fig, folder, "removed_by_language.png")))
 
     for group, title, name in (
@@ -90,8 +92,8 @@ def _figures(stats: dict, folder: Path) -> list[tuple[str, str]]:
         fig = Figure(figsize=(max(6, 0.5 * len(langs) * len(steps) ** 0.5 + 3), 4))
         ax = fig.subplots()
         series = {s: [v.get(lang, 0.0) for lang in langs] for s, v in steps.items()}
-        _bars(ax, langs, series, "% of documents reaching the step")
-        ax.set_title(title)
+        _bars(ax, langs, series, "% of documents reaching the step", legend=True)
+        ax.set_title(title, fontsize=11)
         out.append((title, _save(fig, folder, name)))
 
     final = stats.get("final", {})
