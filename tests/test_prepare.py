@@ -320,3 +320,24 @@ def test_example_config_loads():
     example = Path(__file__).resolve().parents[1] / "examples" / "data.yaml"
     config = load_prepare_config(example)
     assert {s.name for s in config.sources} >= {"fr"}
+
+
+def test_reader_sets_aside_bad_parquet_and_truncated_gzip(tmp_path):
+    from bloomforge.data.inputs import InputSpec, ReadStats, iter_documents
+
+    table = pa.table({"text": pa.array([b"ok one", b"\xff\xfe", b"ok two"], pa.binary())})
+    pq.write_table(table, tmp_path / "bin.parquet")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    whole = gzip.compress(b'{"text": "first"}\n' + b'{"text": "second"}\n' * 2000)
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    stats, aside = ReadStats(), []
+    texts = []
+    for name in ("bin.parquet", "broken.parquet", "cut.jsonl.gz"):
+        spec = InputSpec(tmp_path / name)
+        on_skip = lambda reason, line, raw, n=name: aside.append((n, line, reason))  # noqa: E731
+        texts += [d.text for d in iter_documents(spec, stats, on_skip=on_skip)]
+    assert texts[:2] == ["ok one", "ok two"] and texts[2] == "first"
+    assert ("bin.parquet", 2, "invalid UTF-8") in aside
+    assert ("broken.parquet", 1, "corrupt or truncated file") in aside
+    assert [a[2] for a in aside if a[0] == "cut.jsonl.gz"] == ["corrupt or truncated file"]
+    assert stats.skipped["corrupt or truncated file"] == 2
