@@ -1,4 +1,4 @@
-"""CLI for the data stage: `bloomforge data tokenize` (`data prepare` / `data report`: issue 6).
+"""CLI for the data stage: `bloomforge data prepare | report | tokenize`.
 
 In: argv parsed by `bloomforge.cli`. Out: the stage's files and a short summary on stdout.
 Kept cheap to import: the engines are imported inside the handlers.
@@ -13,6 +13,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="prepare and tokenize multilingual text")
     sub = data.add_subparsers(title="data commands", metavar="ACTION")
     data.set_defaults(func=lambda args: data.print_help() or 0)
+
+    _register_prepare(sub)
+    _register_report(sub)
 
     tok = sub.add_parser(
         "tokenize",
@@ -72,4 +75,90 @@ def _run_tokenize(args: argparse.Namespace) -> int:
     if skipped:
         parts = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
         print(f"skipped {sum(skipped.values())} records ({parts}); see manifest.json 'read'")
+    return 0
+
+
+def _register_prepare(sub: argparse._SubParsersAction) -> None:
+    prep = sub.add_parser(
+        "prepare",
+        help="raw sources -> filtered, deduplicated, PII-redacted documents with stats.json",
+        description="Prepare multilingual text as BigScience did for ROOTS, on datatrove: read "
+        "each source (jsonl/parquet/txt, gz/zst), identify languages, apply the ROOTS filters, "
+        "deduplicate, redact PII, and count every removal per source, language and step. "
+        "A rerun on the same --out skips finished tasks.",
+    )
+    given = prep.add_mutually_exclusive_group(required=True)
+    given.add_argument("--config", help="data.yaml (sources, filters, dedup, pii, slurm, ray)")
+    given.add_argument(
+        "--input",
+        nargs="+",
+        action="extend",
+        metavar="NAME=PATH",
+        help="a source: NAME (a language code, or any name: language found per document) "
+        "and a file, glob or folder; repeatable",
+    )
+    prep.add_argument("--out", required=True, help="prepared folder (created or resumed)")
+    prep.add_argument("--workers", type=int, default=1, help="tasks run at once (default 1)")
+    prep.add_argument(
+        "--executor",
+        choices=("local", "slurm", "ray"),
+        default="local",
+        help="datatrove executor (slurm/ray options: the config's slurm:/ray: sections)",
+    )
+    prep.add_argument("--no-filters", action="store_true", help="with --input: no LID/filters")
+    prep.add_argument("--no-dedup", action="store_true", help="with --input: no deduplication")
+    prep.add_argument("--no-pii", action="store_true", help="with --input: no PII redaction")
+    prep.set_defaults(func=_run_prepare)
+
+
+def _register_report(sub: argparse._SubParsersAction) -> None:
+    rep = sub.add_parser(
+        "report",
+        help="prepared folder -> report.html with PNG figures and a data card",
+        description="Draw the ROOTS-style report of a prepared folder: removal rates per "
+        "language and per filter, byte and document shares, dedup rates, PII counts.",
+    )
+    rep.add_argument("prepared", help="folder written by `data prepare` (holding stats.json)")
+    rep.set_defaults(func=_run_report)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from bloomforge.data.prepare import config_from_inputs, load_prepare_config, prepare
+
+    if args.config:
+        if args.no_filters or args.no_dedup or args.no_pii:
+            from bloomforge.errors import BloomforgeError
+
+            raise BloomforgeError(
+                "--no-filters/--no-dedup/--no-pii go with --input; "
+                "with --config set filters/dedup/pii per source"
+            )
+        config = load_prepare_config(args.config)
+    else:
+        config = config_from_inputs(
+            args.input, not args.no_filters, not args.no_dedup, not args.no_pii
+        )
+    stats = prepare(config, args.out, workers=args.workers, executor=args.executor)
+    if "submitted" in stats:
+        print(
+            f"submitted {len(stats['submitted'])} Slurm stages; stats.json is written "
+            f"to {args.out} by the last one"
+        )
+        return 0
+    for source, t in stats["totals"].items():
+        removed = sum(n for reasons in t["removed"].values() for n in reasons.values())
+        skipped = sum(stats["reader"].get(source, {}).get("skipped", {}).values())
+        print(
+            f"  {source}: {t['read']:,} documents read ({skipped:,} malformed records set "
+            f"aside), {removed:,} removed, {t['final']:,} kept"
+        )
+    print(f"wrote {args.out}/documents and {args.out}/stats.json")
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from bloomforge.data.report import write_report
+
+    html = write_report(args.prepared)
+    print(f"wrote {html}")
     return 0

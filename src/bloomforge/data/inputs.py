@@ -1,12 +1,15 @@
 """Reading documents from the inputs users point bloomforge at: the one document reader.
 
 In: input specs as typed on the command line, `[LANG=]PATH`, where PATH is a file, a glob or a
-folder. Files are plain text (`.txt`, one document per line), jsonl (`.jsonl`, `.json`) or the
-prepared output of `data prepare` (datatrove jsonl: `{"text", "id", "metadata": {"language",
-"source", ...}}`), each optionally `.gz` or `.zst` compressed. A folder means every such file below
-it. Out: `Document`s with provenance (source, language, file, line). Malformed records (invalid
-UTF-8, bad JSON, missing or non-string text, empty text) are counted per reason in `ReadStats`
-and skipped, never a crash; a missing file or a glob matching nothing is a one-line error.
+folder. Files are plain text (`.txt`, one document per line), jsonl (`.jsonl`, `.json`), parquet
+(`.parquet`, read with pyarrow, one document per row) or the prepared output of `data prepare`
+(datatrove jsonl: `{"text", "id", "metadata": {"language", "source", ...}}`); text and jsonl
+optionally `.gz` or `.zst` compressed. A folder means every such file below it. Out: `Document`s
+with provenance (source, language, file, line or 1-based parquet row, the record's own id and url).
+Malformed records (invalid UTF-8, bad JSON, missing or non-string text, empty text, a corrupt or
+truncated file) are counted per reason in `ReadStats`, passed to `on_skip` when given (so callers
+can set them aside), and skipped, never a crash; a missing file or a glob matching nothing is a
+one-line error.
 
 Language, first match wins: the `LANG=` prefix, the record's `metadata.language` (or a top-level
 `language`/`lang` key), the file name when it is a language code (`fr.txt`, `zh.jsonl.gz`), else
@@ -21,7 +24,7 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -30,6 +33,8 @@ from bloomforge.errors import BloomforgeError
 
 TEXT_SUFFIXES = (".txt",)
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+PARQUET_SUFFIXES = (".parquet",)
+FORMATS = ("text", "jsonl", "parquet")
 COMPRESSION_SUFFIXES = (".gz", ".zst")
 _LANG_CODE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z]{2,4})?$")
 
@@ -48,8 +53,13 @@ class Document:
     language: str
     source: str
     file: str
-    line: int  # 1-based line in the (decompressed) file
+    line: int  # 1-based line in the (decompressed) file, or 1-based parquet row
     id: str | None = None
+    url: str | None = None
+
+
+# on_skip(reason, line, raw record): a malformed record, for callers that write them aside
+SkipHandler = Callable[[str, int, str], None]
 
 
 @dataclass
@@ -95,7 +105,7 @@ def is_input_file(path: Path) -> bool:
     name = path.name
     for comp in COMPRESSION_SUFFIXES:
         name = name.removesuffix(comp)
-    return name.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES)
+    return name.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES)
 
 
 def parse_inputs(specs: Iterable[str]) -> list[InputSpec]:
@@ -122,7 +132,7 @@ def _expand(pattern: str) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and is_input_file(p))
         if not files:
-            raise BloomforgeError(f"{path}: no .txt/.jsonl(.gz/.zst) files in this folder")
+            raise BloomforgeError(f"{path}: no .txt/.jsonl(.gz/.zst)/.parquet files in this folder")
         return files
     if not path.exists():
         raise BloomforgeError(f"{path}: no such file")
@@ -141,10 +151,13 @@ def open_binary(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def _format_of(path: Path) -> str:
+def format_of(path: Path) -> str:
+    """ "text", "jsonl" or "parquet" from the file name (compression suffixes ignored)."""
     name = path.name
     for comp in COMPRESSION_SUFFIXES:
         name = name.removesuffix(comp)
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
     return "jsonl" if name.endswith(JSONL_SUFFIXES) else "text"
 
 
@@ -154,58 +167,138 @@ def language_from_name(path: Path) -> str | None:
 
 
 def iter_documents(
-    spec: InputSpec, stats: ReadStats | None = None, text_key: str = "text"
+    spec: InputSpec,
+    stats: ReadStats | None = None,
+    text_key: str = "text",
+    *,
+    id_key: str = "id",
+    url_key: str = "url",
+    fmt: str | None = None,
+    on_skip: SkipHandler | None = None,
 ) -> Iterator[Document]:
-    """The documents of one input file, in file order; bad records counted in `stats`."""
+    """The documents of one input file, in file order; bad records counted in `stats`.
+
+    `fmt` ("text", "jsonl", "parquet") overrides the format guessed from the file name.
+    """
     stats = stats if stats is not None else ReadStats()
     path = spec.path
-    fmt = _format_of(path)
+    fmt = fmt or format_of(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown input format {fmt!r}")
     name_lang = language_from_name(path)
     name_source = path.name.split(".")[0]
+
+    def skip(reason: str, lineno: int, raw: str) -> None:
+        stats.skip(reason, f"{path}:{lineno}")
+        if on_skip is not None:
+            on_skip(reason, lineno, raw)
+
+    if fmt == "parquet":
+        records = _parquet_records(path, skip, text_key)
+    else:
+        records = _line_records(path, fmt, skip)
+    for lineno, text, record in records:
+        raw = text
+        language, source, doc_id, url = spec.language, name_source, None, None
+        if record is not None:
+            if not isinstance(record.get(text_key), str):
+                skip(f"missing text key '{text_key}'", lineno, text or _raw(record))
+                continue
+            meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+            language = language or meta.get("language") or record.get("language")
+            language = language or record.get("lang")
+            source = meta.get("source") or record.get("source") or source
+            doc_id = record.get(id_key)
+            url = record.get(url_key) or meta.get(url_key)
+            text = record[text_key]
+        if not text.strip():
+            skip("empty text", lineno, raw)
+            continue
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:  # a JSON "\ud800" escape: not text any writer can encode
+            skip("lone surrogate", lineno, raw.encode("utf-8", "backslashreplace").decode())
+            continue
+        stats.documents += 1
+        stats.bytes += size
+        yield Document(
+            text=text,
+            language=str(language or name_lang or "und"),
+            source=str(source),
+            file=str(path),
+            line=lineno,
+            id=None if doc_id is None else str(doc_id),
+            url=None if url is None else str(url),
+        )
+
+
+# (line or row, the text (plain text) or the raw line (jsonl), the parsed record or None)
+_Records = Iterator[tuple[int, str, dict | None]]
+
+
+def _raw(record: object) -> str:
+    try:
+        return json.dumps(record, ensure_ascii=False, default=str)
+    except ValueError:
+        return repr(record)
+
+
+def _line_records(path: Path, fmt: str, skip: Callable[[str, int, str], None]) -> _Records:
     try:
         stream = open_binary(path)
     except OSError as e:
         raise BloomforgeError(f"{path}: cannot open ({e.strerror or e})") from e
+    lineno = 0
     with stream:
-        for lineno, line in enumerate(stream, start=1):
-            where = f"{path}:{lineno}"
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError:
-                stats.skip("invalid UTF-8", where)
-                continue
-            text = text.removesuffix("\n").removesuffix("\r")
-            language, source, doc_id = spec.language, name_source, None
-            if fmt == "jsonl":
+        try:
+            for lineno, line in enumerate(stream, start=1):  # lineno: used after the loop
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError:
+                    raw = line.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+                    skip("invalid UTF-8", lineno, raw)
+                    continue
+                text = text.removesuffix("\n").removesuffix("\r")
+                if fmt == "text":
+                    yield lineno, text, None
+                    continue
                 if not text.strip():
                     continue  # blank lines between records are not records
                 try:
                     record = json.loads(text)
                 except json.JSONDecodeError:
-                    stats.skip("bad JSON", where)
+                    skip("bad JSON", lineno, text)
                     continue
-                if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
-                    stats.skip(f"missing text key '{text_key}'", where)
-                    continue
-                meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
-                language = language or meta.get("language") or record.get("language")
-                language = language or record.get("lang")
-                source = meta.get("source") or record.get("source") or source
-                doc_id = record.get("id")
-                text = record[text_key]
-            if not text.strip():
-                stats.skip("empty text", where)
-                continue
-            stats.documents += 1
-            stats.bytes += len(text.encode("utf-8"))
-            yield Document(
-                text=text,
-                language=str(language or name_lang or "und"),
-                source=str(source),
-                file=str(path),
-                line=lineno,
-                id=None if doc_id is None else str(doc_id),
-            )
+                yield lineno, text, record if isinstance(record, dict) else {"": record}
+        except (OSError, EOFError, ValueError) as e:  # truncated gzip/zstd, corrupt stream
+            skip("corrupt or truncated file", lineno + 1, f"{type(e).__name__}: {e}")
+
+
+def _parquet_records(path: Path, skip: Callable[[str, int, str], None], text_key: str) -> _Records:
+    import pyarrow.parquet as pq
+
+    row = 0
+    try:
+        with pq.ParquetFile(path) as table:
+            for batch in table.iter_batches(batch_size=1024):
+                for record in batch.to_pylist():
+                    row += 1
+                    for key, value in record.items():
+                        if isinstance(value, bytes):  # binary column: text only if valid UTF-8
+                            try:
+                                record[key] = value.decode("utf-8")
+                            except UnicodeDecodeError:
+                                record[key] = None
+                                if key == text_key:
+                                    raw = value.decode("utf-8", "backslashreplace")
+                                    skip("invalid UTF-8", row, raw)
+                                    break
+                    else:
+                        yield row, "", record
+    except FileNotFoundError as e:
+        raise BloomforgeError(f"{path}: no such file") from e
+    except (OSError, ValueError) as e:  # not parquet, truncated, bad schema
+        skip("corrupt or truncated file", row + 1, f"{type(e).__name__}: {e}")
 
 
 def read_documents(

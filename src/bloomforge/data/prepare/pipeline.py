@@ -1,0 +1,294 @@
+"""`data prepare`: the datatrove stages per source, run with the local, Slurm or Ray executor.
+
+In: a `PrepareConfig` and the output folder OUT. Out, per source (sources stay separate, as in
+ROOTS): stage `filter/SOURCE` (one task per input file: reader -> language id -> ROOTS filters ->
+`OUT/work/filtered/SOURCE/`, removed documents -> `OUT/excluded/STEP/SOURCE/`, malformed records
+-> `OUT/malformed/SOURCE/`), the dedup stages `dedup/SOURCE/NAME` (`bloomforge.data.dedup`, into
+`OUT/work/deduped/SOURCE/`), and stage `final/SOURCE` (PII redaction -> `OUT/documents/SOURCE/
+LANGUAGE/RANK.jsonl.gz`, originals -> `OUT/restricted/pii/SOURCE/`). Every stage logs under
+`OUT/logs/STAGE/`, so `read_ledger(OUT/logs)` sees all of them and datatrove's completion markers
+there let a rerun skip finished tasks. `OUT/config.yaml` (the resolved config) is written first,
+`OUT/stats.json` last (temp file + rename; it is removed when a run starts, so its presence
+means the run finished).
+
+OUT/work, OUT/excluded and OUT/malformed hold text before PII redaction: treat them as restricted
+like OUT/restricted; OUT/documents is the redacted corpus.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from bloomforge.data.ledger import IN, KEPT, record
+from bloomforge.data.pii import PIIRedactor
+from bloomforge.data.prepare.config import PrepareConfig, SourceConfig, source_files
+from bloomforge.data.prepare.jsonio import FolderReader, JsonWriter
+from bloomforge.data.prepare.reader import SourceReader
+from bloomforge.data.prepare.stats import write_stats
+from bloomforge.errors import BloomforgeError
+from bloomforge.typed_config import from_dict, to_dict
+
+EXECUTORS = ("local", "slurm", "ray")
+OUTPUT_STEP = "output"
+
+
+@dataclass
+class Stage:
+    name: str  # "filter/web", "dedup/web/minhash_1", "final/web": also its logging folder
+    group: str  # filter | dedup | final
+    source: str
+    pipeline: list
+    tasks: int
+
+    def meta(self) -> dict[str, Any]:
+        return {"name": self.name, "group": self.group, "source": self.source, "tasks": self.tasks}
+
+
+class Tally(PipelineStep):
+    """Counts what reaches the end of the pipeline (ledger step "output": the final corpus)."""
+
+    name = "bloomforge output tally"
+    type = "📊 - STATS"
+    ledger_name = OUTPUT_STEP
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1):
+        for doc in data:
+            record(self, doc, IN)
+            record(self, doc, KEPT)
+            yield doc
+
+
+class StatsWriter(PipelineStep):
+    """The last stage on Slurm: writes OUT/stats.json once every other stage has finished."""
+
+    name = "bloomforge stats.json"
+    type = "📊 - STATS"
+
+    def __init__(self, out: str, config: dict, stages: list[dict], settings: dict) -> None:
+        super().__init__()
+        self.out, self.config, self.stages, self.settings = out, config, stages, settings
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
+        write_stats(Path(self.out), self.config, self.stages, self.settings)
+        if data:
+            yield from data
+
+
+def _filters_api():
+    try:
+        from bloomforge.data import filters
+    except ImportError as e:
+        raise BloomforgeError(
+            f"filters are on but bloomforge.data.filters is unavailable ({e}); "
+            "set 'filters: false' for the sources (or --no-filters)"
+        ) from None
+    return filters
+
+
+def _dedup_api():
+    try:
+        from bloomforge.data import dedup
+    except ImportError as e:
+        raise BloomforgeError(
+            f"dedup is on but bloomforge.data.dedup is unavailable ({e}); "
+            "set 'dedup: false' for the sources (or --no-dedup)"
+        ) from None
+    return dedup
+
+
+def filter_config(config: PrepareConfig, source: SourceConfig) -> Any:
+    """The typed FilterConfig of a source (its overrides merged over the `filters:` section)."""
+    api = _filters_api()
+    return from_dict(api.FilterConfig, config.source_filters(source), "filters")
+
+
+def dedup_config(config: PrepareConfig, source: SourceConfig) -> Any:
+    api = _dedup_api()
+    return from_dict(api.DedupConfig, config.source_dedup(source), "dedup")
+
+
+def _exclusion_writer(step: Any, out: Path, source: str) -> None:
+    if hasattr(step, "exclusion_writer") and step.exclusion_writer is None:
+        name = getattr(step, "ledger_name", type(step).__name__)
+        folder = out / "excluded" / name
+        step.exclusion_writer = JsonWriter(str(folder), output_filename=f"{source}/${{rank}}.jsonl")
+
+
+def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
+    """Every stage of the run, in the order they must run."""
+    out = Path(out).resolve()
+    filter_stages, dedup_stages, final_stages = [], [], []
+    for src in config.sources:
+        files = [str(p.resolve()) for p in source_files(src)]
+        reader = SourceReader(
+            src.name,
+            files,
+            malformed_dir=str(out / "malformed"),
+            language=src.language,
+            fmt=src.reader_format,
+            text_key=src.text_key,
+            id_key=src.id_key,
+            url_key=src.url_key,
+        )
+        steps: list = [reader]
+        if src.filters_on:
+            api, fcfg = _filters_api(), filter_config(config, src)
+            steps += [api.language_id_step(fcfg, src.language), *api.filter_steps(fcfg)]
+            for step in steps[1:]:
+                _exclusion_writer(step, out, src.name)
+        filtered = out / "work" / "filtered" / src.name
+        steps.append(JsonWriter(str(filtered)))
+        filter_stages.append(Stage(f"filter/{src.name}", "filter", src.name, steps, len(files)))
+
+        final_input = filtered
+        if src.dedup_on:
+            final_input = out / "work" / "deduped" / src.name
+            api = _dedup_api()
+            for s in api.dedup_stages(
+                str(filtered),
+                str(final_input),
+                str(out / "work" / "dedup" / src.name),
+                dedup_config(config, src),
+                len(files),
+            ):
+                name = f"dedup/{src.name}/{s.name}"
+                dedup_stages.append(Stage(name, "dedup", src.name, list(s.pipeline), s.tasks))
+        final: list = [FolderReader(str(final_input))]
+        if src.pii:
+            final.append(
+                PIIRedactor(
+                    str(out / "restricted" / "pii"),
+                    src.name,
+                    config.pii.types,
+                    config.pii.public_ips_only,
+                )
+            )
+        final.append(Tally())
+        final.append(
+            JsonWriter(
+                str(out / "documents" / src.name),
+                output_filename="${language}/${rank}.jsonl.gz",
+            )
+        )
+        final_stages.append(Stage(f"final/{src.name}", "final", src.name, final, len(files)))
+    return filter_stages + dedup_stages + final_stages
+
+
+def _make_executor(
+    kind: str, stage: Stage, out: Path, workers: int, config: PrepareConfig, depends: Any
+) -> Any:
+    logging_dir = str(out / "logs" / stage.name)
+    if kind == "local":
+        from datatrove.executor import LocalPipelineExecutor
+
+        return LocalPipelineExecutor(
+            stage.pipeline,
+            tasks=stage.tasks,
+            workers=max(1, min(workers, stage.tasks)),
+            logging_dir=logging_dir,
+        )
+    if kind == "slurm":
+        from datatrove.executor import SlurmPipelineExecutor
+
+        s = config.slurm
+        if not s.partition:
+            raise BloomforgeError("--executor slurm: set slurm.partition in the config")
+        return SlurmPipelineExecutor(
+            stage.pipeline,
+            tasks=stage.tasks,
+            time=s.time,
+            partition=s.partition,
+            cpus_per_task=s.cpus_per_task,
+            mem_per_cpu_gb=s.mem_per_cpu_gb,
+            qos=s.qos,
+            workers=s.workers,
+            job_name=f"{s.job_name}-{stage.name.replace('/', '-')}",
+            env_command=s.env_command,
+            condaenv=s.condaenv,
+            venv_path=s.venv_path,
+            sbatch_args=dict(s.sbatch_args),
+            max_array_size=s.max_array_size,
+            depends=depends,
+            logging_dir=logging_dir,
+            slurm_logs_folder=str(out / "logs" / "slurm" / stage.name),
+        )
+    if kind == "ray":
+        from datatrove.executor.ray import RayPipelineExecutor
+
+        return RayPipelineExecutor(
+            stage.pipeline,
+            tasks=stage.tasks,
+            workers=workers,
+            depends=depends,
+            logging_dir=logging_dir,
+            cpus_per_task=config.ray.cpus_per_task,
+            mem_per_cpu_gb=config.ray.mem_per_cpu_gb,
+        )
+    raise BloomforgeError(f"--executor {kind}: expected one of {', '.join(EXECUTORS)}")
+
+
+def build_executors(
+    config: PrepareConfig, out: Path, workers: int = 1, executor: str = "local"
+) -> tuple[list[Stage], list[Any]]:
+    """The stages and one datatrove executor per stage (Slurm/Ray: chained with `depends`).
+
+    On Slurm a last one-task stage `stats` writes OUT/stats.json after the others.
+    """
+    if executor not in EXECUTORS:
+        raise BloomforgeError(f"--executor {executor}: expected one of {', '.join(EXECUTORS)}")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise BloomforgeError("--executor ray needs the 'ray' package (pip install 'ray[default]')")
+    if workers < 1:
+        raise BloomforgeError(f"--workers {workers}: must be at least 1")
+    out = Path(out).resolve()
+    stages = build_stages(config, out)
+    if executor == "slurm":
+        settings = {"executor": executor, "workers": workers}
+        metas = [s.meta() for s in stages]
+        writer = StatsWriter(str(out), to_dict(config), metas, settings)
+        stages.append(Stage("stats", "stats", "", [writer], 1))
+    executors: list[Any] = []
+    for stage in stages:
+        depends = executors[-1] if executors and executor != "local" else None
+        executors.append(_make_executor(executor, stage, out, workers, config, depends))
+    return stages, executors
+
+
+def prepare(
+    config: PrepareConfig, out: str | Path, workers: int = 1, executor: str = "local"
+) -> dict:
+    """Run (local, Ray) or submit (Slurm) every stage; returns stats.json's content.
+
+    A rerun on the same OUT with the same config skips the tasks that finished; a different
+    config on an existing OUT is an error (the outputs would mix).
+    """
+    from bloomforge.data.prepare.config import check_saved_config
+
+    out = Path(out).resolve()
+    check_saved_config(config, out)
+    stages, executors = build_executors(config, out, workers, executor)
+    (out / "stats.json").unlink(missing_ok=True)
+    for stage in stages:  # readers of intermediate folders need them to exist
+        if stage.group != "stats":
+            (out / "logs" / stage.name).mkdir(parents=True, exist_ok=True)
+    for src in config.sources:
+        (out / "work" / "filtered" / src.name).mkdir(parents=True, exist_ok=True)
+        (out / "work" / "deduped" / src.name).mkdir(parents=True, exist_ok=True)
+    settings = {"executor": executor, "workers": workers, "started": time.time()}
+    if executor == "slurm":
+        executors[-1].run()  # launches the chain of job arrays
+        return {"submitted": [s.name for s in stages], "out": str(out)}
+    if executor == "ray":
+        executors[-1].run()  # runs its dependencies first
+    else:
+        for ex in executors:
+            ex.run()
+    settings["finished"] = time.time()
+    return write_stats(out, to_dict(config), [s.meta() for s in stages], settings)

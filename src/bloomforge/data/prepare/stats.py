@@ -1,0 +1,285 @@
+"""OUT/stats.json of `data prepare`: what every step saw, kept and removed, per source x language.
+
+In: the datatrove per-task stats under OUT/logs/STAGE/stats/ (the removal ledger of
+`bloomforge.data.ledger`, PII counters of `bloomforge.data.pii`), the resolved config and the
+list of stages. Out: `stats.json` (written atomically, last) with
+- `ledger`: rows (stage, step, source, language, outcome, documents, bytes); outcome "in",
+  "kept" or a removal reason; per step in = kept + removed (documents always; bytes too except
+  for steps that rewrite text: pii, substring dedup);
+- `reader`: per source records, documents, bytes and malformed records per reason;
+- `totals`: per source documents read, in the final corpus, removed per step and reason, and
+  whether they add up; `final`: documents and bytes per source x language of OUT/documents;
+- `pii`: spans per source x language x type; `dedup_summary` when dedup ran;
+- `filters_off`: which filters did not run, and why; `steps`: step order per stage.
+`language_table` and `step_table` turn it into the ROOTS paper's table and figure data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bloomforge.data.ledger import IN, KEPT, PREFIX, ledger_from_stats, task_stats_files
+from bloomforge.data.pii import PII_STAT
+
+READ, OUTPUT = "read", "output"
+_NOT_REMOVALS = (IN, KEPT)
+
+
+def _stage_files(out: Path, stage: str) -> list[Path]:
+    return list(task_stats_files(out / "logs" / stage))
+
+
+def _step_order(files: list[Path]) -> list[str]:
+    """Ledger step names in pipeline order (from the key order of one task's stats)."""
+    order: list[str] = []
+    for path in files[:1]:
+        for step in json.loads(path.read_text()):
+            for key in step.get("stats", {}):
+                parts = key.split("|")
+                if len(parts) == 6 and parts[0] == PREFIX and parts[1] not in order:
+                    order.append(parts[1])
+    return order
+
+
+def _pii_counts(files: list[Path]) -> dict[str, dict[str, dict[str, int]]]:
+    counts: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+    for path in files:
+        for step in json.loads(path.read_text()):
+            for key, value in step.get("stats", {}).items():
+                parts = key.split("|")
+                if len(parts) == 4 and parts[0] == PII_STAT:
+                    total = value.get("total", 0) if isinstance(value, dict) else value
+                    counts[parts[1]][parts[2]][parts[3]] += int(total)
+    return json.loads(json.dumps(counts))
+
+
+def filters_off(config: Any) -> list[dict[str, str]]:
+    """Steps that did not run, per source, with the reason (shown in the report)."""
+    off: list[dict[str, str]] = []
+    for src in config.sources:
+        if not src.filters_on:
+            off.append({"source": src.name, "filter": "all filters", "why": "filters: false"})
+        else:
+            off += [{"source": src.name, **item} for item in _filters_disabled(config, src)]
+        if not src.dedup_on:
+            off.append({"source": src.name, "filter": "dedup", "why": "dedup: false"})
+        if not src.pii:
+            off.append({"source": src.name, "filter": "pii", "why": "pii: false"})
+    return off
+
+
+def _filters_disabled(config: Any, src: Any) -> list[dict[str, str]]:
+    try:
+        from bloomforge.data import filters
+    except ImportError:
+        return [{"filter": "all filters", "why": "bloomforge.data.filters not installed"}]
+    from bloomforge.data.prepare.pipeline import filter_config
+
+    fcfg = filter_config(config, src)
+    explain = getattr(filters, "disabled_filters", None)
+    if callable(explain):  # the filters package says best why a filter is off
+        return [{"filter": str(name), "why": str(why)} for name, why in explain(fcfg)]
+    from bloomforge.typed_config import to_dict
+
+    flat = _flatten(to_dict(fcfg))
+    off = []
+    if any("flagged" in k and v in (None, "") for k, v in flat.items()):
+        off.append({"filter": "flagged_words", "why": "no flagged-words file given"})
+    if any(("kenlm" in k or "perplexity_model" in k) and v in (None, "") for k, v in flat.items()):
+        off.append({"filter": "perplexity", "why": "no KenLM model given"})
+    return off
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def build_stats(out: Path, config: dict, stages: list[dict], settings: dict) -> dict:
+    from bloomforge.data.prepare.config import PrepareConfig
+    from bloomforge.typed_config import from_dict
+
+    out = Path(out)
+    cfg = from_dict(PrepareConfig, config)
+    ledger, steps, pii = [], {}, {}
+    for stage in stages:
+        files = _stage_files(out, stage["name"])
+        steps[stage["name"]] = _step_order(files)
+        for r in ledger_from_stats(files):
+            ledger.append({"stage": stage["name"], **r.__dict__})
+        if stage["group"] == "final":
+            for source, langs in _pii_counts(files).items():
+                pii.setdefault(source, {}).update(langs)
+    stats: dict[str, Any] = {
+        "settings": settings,
+        "sources": {
+            s.name: {
+                "language": s.language,
+                "format": s.format,
+                "filters": s.filters_on,
+                "dedup": s.dedup_on,
+                "pii": s.pii,
+                "tasks": next((st["tasks"] for st in stages if st["source"] == s.name), 0),
+            }
+            for s in cfg.sources
+        },
+        "stages": stages,
+        "steps": steps,
+        "ledger": ledger,
+        "reader": _reader(ledger),
+        "totals": _totals(ledger),
+        "final": _final(ledger),
+        "pii": pii,
+        "filters_off": filters_off(cfg),
+    }
+    dedup_sources = [s.name for s in cfg.sources if s.dedup_on]
+    if dedup_sources:
+        from bloomforge.data import dedup
+
+        stats["dedup_summary"] = {
+            name: dedup.dedup_summary(str(out / "work" / "dedup" / name)) for name in dedup_sources
+        }
+    return stats
+
+
+def _reader(ledger: list[dict]) -> dict[str, dict]:
+    reader: dict[str, dict] = {}
+    for r in ledger:
+        if r["step"] != READ:
+            continue
+        entry = reader.setdefault(
+            r["source"], {"records": 0, "documents": 0, "bytes": 0, "skipped": {}}
+        )
+        if r["outcome"] == IN:
+            entry["records"] += r["documents"]
+        elif r["outcome"] == KEPT:
+            entry["documents"] += r["documents"]
+            entry["bytes"] += r["bytes"]
+        else:
+            skipped = entry["skipped"]
+            skipped[r["outcome"]] = skipped.get(r["outcome"], 0) + r["documents"]
+    return reader
+
+
+def _totals(ledger: list[dict]) -> dict[str, dict]:
+    totals: dict[str, dict] = {}
+    for r in ledger:
+        t = totals.setdefault(r["source"], {"read": 0, "final": 0, "removed": {}})
+        if r["step"] == READ and r["outcome"] == KEPT:
+            t["read"] += r["documents"]
+        elif r["step"] == OUTPUT and r["outcome"] == KEPT:
+            t["final"] += r["documents"]
+        elif r["step"] != READ and r["outcome"] not in _NOT_REMOVALS:
+            by_reason = t["removed"].setdefault(r["step"], {})
+            by_reason[r["outcome"]] = by_reason.get(r["outcome"], 0) + r["documents"]
+    for t in totals.values():
+        removed = sum(n for reasons in t["removed"].values() for n in reasons.values())
+        t["adds_up"] = t["read"] == t["final"] + removed
+    return totals
+
+
+def _final(ledger: list[dict]) -> dict[str, dict]:
+    final: dict[str, dict] = {}
+    for r in ledger:
+        if r["step"] == OUTPUT and r["outcome"] == KEPT:
+            cell = final.setdefault(r["source"], {}).setdefault(r["language"], [0, 0])
+            cell[0] += r["documents"]
+            cell[1] += r["bytes"]
+    return {
+        s: {lang: {"documents": d, "bytes": b} for lang, (d, b) in langs.items()}
+        for s, langs in final.items()
+    }
+
+
+def write_stats(out: Path, config: dict, stages: list[dict], settings: dict) -> dict:
+    """Build stats.json and write it atomically (temp file + rename); returns its content."""
+    stats = build_stats(out, config, stages, settings)
+    write_json_atomic(Path(out) / "stats.json", stats)
+    return stats
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def language_table(stats: dict) -> list[dict[str, Any]]:
+    """ROOTS' table: per language, documents and bytes kept / removed after reading.
+
+    Removed = every removal after the reader (malformed records are not documents); the bytes
+    of text rewritten in place (PII, substrings) are not counted as removed.
+    """
+    cells: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in stats["ledger"]:
+        c = cells[r["language"]]
+        if r["step"] == OUTPUT and r["outcome"] == KEPT:
+            c["kept_docs"] += r["documents"]
+            c["kept_bytes"] += r["bytes"]
+        elif r["step"] != READ and r["outcome"] not in _NOT_REMOVALS:
+            c["removed_docs"] += r["documents"]
+            c["removed_bytes"] += r["bytes"]
+    rows = []
+    for lang, c in sorted(cells.items()):
+        docs, size = c["kept_docs"] + c["removed_docs"], c["kept_bytes"] + c["removed_bytes"]
+        if docs == 0:
+            continue
+        rows.append(
+            {
+                "language": lang,
+                "documents": docs,
+                "bytes": size,
+                "kept_documents": c["kept_docs"],
+                "kept_bytes": c["kept_bytes"],
+                "removed_documents_pct": 100.0 * c["removed_docs"] / docs,
+                "removed_bytes_pct": 100.0 * c["removed_bytes"] / size if size else 0.0,
+            }
+        )
+    return rows
+
+
+def step_table(stats: dict, group: str | None = None) -> dict[str, dict[str, float]]:
+    """Per step (pipeline order), per language: % of the documents reaching it that it removed.
+
+    `group` keeps only the steps of stages of that group ("filter", "dedup").
+    """
+    groups = {s["name"]: s["group"] for s in stats["stages"]}
+    order = [
+        st
+        for stage, names in stats["steps"].items()
+        for st in names
+        if group is None or groups.get(stage) == group
+    ]
+    seen = dict.fromkeys(s for s in order if s not in (READ, OUTPUT))
+    reach: dict = defaultdict(lambda: defaultdict(int))
+    removed: dict = defaultdict(lambda: defaultdict(int))
+    for r in stats["ledger"]:
+        if r["step"] not in seen or r["outcome"] == IN:
+            continue
+        reach[r["step"]][r["language"]] += r["documents"]  # kept + removed: language-consistent
+        if r["outcome"] != KEPT:
+            removed[r["step"]][r["language"]] += r["documents"]
+    return {
+        step: {
+            lang: 100.0 * removed[step][lang] / n for lang, n in sorted(reach[step].items()) if n
+        }
+        for step in seen
+    }
