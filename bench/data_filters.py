@@ -102,7 +102,10 @@ def main() -> None:
     ours = [language_id_step(config, "auto"), *filter_steps(config)]
     nltk_tok = NLTKWords()
     peers: dict[str, Callable[[], list]] = {
-        "gopher": lambda: [GopherQualityFilter(language=nltk_tok), GopherRepetitionFilter(language=nltk_tok)]
+        "gopher": lambda: [
+            GopherQualityFilter(language=nltk_tok),
+            GopherRepetitionFilter(language=nltk_tok),
+        ]
     }
     if args.peer_split:
         split_tok = SplitWords()

@@ -2,8 +2,9 @@
 
 In: datatrove `Document`s and the source's configured language (an ISO 639-1 code, or "auto").
 Out: the same documents with `metadata["language_score"]`, the probability (0..1) the identifier
-gives the document's language (no score for a language it does not know), and, for "auto" sources, `metadata["language"]` set to the top
-prediction (ISO 639-1 where one exists, else the identifier's ISO 639-3 code).
+gives the document's language (no score for a language it does not know), and, for "auto"
+sources, `metadata["language"]` set to the top prediction (ISO 639-1 where one exists, else the
+identifier's ISO 639-3 code).
 
 The identifier is loaded on first use, once per process, so the step pickles without it
 (datatrove's multiprocess executor). py3langid has no batch API; documents are scored one by one.
@@ -65,7 +66,9 @@ class LanguageId(PipelineStep):
         self.language = language
         self.max_chars = max_chars
 
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
+    def run(
+        self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1
+    ) -> Iterator[Document]:
         for doc in data:
             with self.track_time():
                 text = doc.text[: self.max_chars] if self.max_chars else doc.text

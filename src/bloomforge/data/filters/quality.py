@@ -33,7 +33,6 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-
 from datatrove.data import Document
 
 from bloomforge.data.filters import resources, words
@@ -44,7 +43,6 @@ from bloomforge.data.filters.params import (
     resolve_characters,
 )
 from bloomforge.data.ledger import CountedFilter
-
 
 _NUMPY_FROM = 400  # n-grams; below this Counter is faster than numpy's set-up
 _HASH_BASE = 0x9E3779B97F4A7C15  # odd 64-bit multiplier (golden ratio), for the hashed case
@@ -216,9 +214,10 @@ class SpecialCharactersFilter(RootsFilter):
     cond_key = "cond_check_special_characters"
 
     def check(self, doc: Document, p: dict[str, Any]) -> bool | tuple[bool, str]:
-        if special_characters_ratio(doc.text, p["special_characters"]) > p[
-            "special_characters_max_cutoff"
-        ]:
+        if (
+            special_characters_ratio(doc.text, p["special_characters"])
+            > p["special_characters_max_cutoff"]
+        ):
             return False, "special_characters"
         return True
 

@@ -85,7 +85,7 @@ def sentencepiece_model(path: str) -> Any:
 
 def disabled_filters(config: FilterConfig) -> dict[str, str]:
     """Filters that will not run, each with the reason (shown in the data card)."""
-    off = {name: "switched off in the config" for name in FILTER_NAMES if name not in config.filters}
+    off = {n: "switched off in the config" for n in FILTER_NAMES if n not in config.filters}
     if "flagged_words" not in off and config.flagged_words is None:
         off["flagged_words"] = (
             "no flagged-word list given (filters.flagged_words: a JSON {language: [words]} file)"

@@ -53,9 +53,9 @@ def _patterns(strip: str, script_split: bool) -> tuple[re.Pattern[str], re.Patte
     for point in range(_CASED_LIMIT):
         char = chr(point)
         lower = char.lower()
-        if lower != char and any((c in special) != (char in special) for c in lower):
-            case_sensitive.add(char)
-        elif lower != char and any((c in script) != (char in script) for c in lower):
+        if lower != char and any(
+            (c in special) != (char in special) or (c in script) != (char in script) for c in lower
+        ):
             case_sensitive.add(char)
     sensitive = re.compile(f"[{character_class(case_sensitive)}]") if case_sensitive else None
     return re.compile(word), sensitive
