@@ -8,6 +8,8 @@ default settings. Both run as datatrove steps (`step.run` chained generators) ov
 documents in this process: the web documents of ../shared/data/web/*.jsonl.gz and the UD test
 sentences grouped into paragraphs of 10. They alternate for several rounds (order flipped each
 round); medians and the ratio bloomforge / Gopher (documents/s) are printed. Goal: ratio >= 1.0.
+Times are CPU seconds of this process (`time.process_time`; both chains are single-threaded), so
+other work on a shared machine does not skew the ratio; wall seconds are printed too.
 
 datatrove's default English word tokenizer is spaCy's, which is not installed here and whose
 models are not downloadable at run time; the Gopher pair gets a datatrove `WordTokenizer` built on
@@ -74,17 +76,17 @@ def load_texts() -> list[tuple[str, str]]:
     return texts
 
 
-def run_chain(steps: list, texts: list[tuple[str, str]]) -> tuple[float, int]:
+def run_chain(steps: list, texts: list[tuple[str, str]]) -> tuple[float, float, int]:
     docs = [
         Document(text=t, id=str(i), metadata={"source": s, "language": "auto"})
         for i, (t, s) in enumerate(texts)
     ]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     data = iter(docs)
     for step in steps:
         data = step.run(data)
     kept = sum(1 for _ in data)
-    return time.perf_counter() - start, kept
+    return time.process_time() - cpu, time.perf_counter() - start, kept
 
 
 def main() -> None:
@@ -113,30 +115,35 @@ def main() -> None:
             GopherQualityFilter(language=split_tok),
             GopherRepetitionFilter(language=split_tok),
         ]
-    runners: dict[str, Callable[[], tuple[float, int]]] = {
+    runners: dict[str, Callable[[], tuple[float, float, int]]] = {
         "bloomforge": lambda: run_chain(ours, texts)
     }
     for name, make in peers.items():
         steps = make()
         runners[name] = lambda steps=steps: run_chain(steps, texts)
-    kept = {name: fn()[1] for name, fn in runners.items()}  # warm-up: models, regexes, caches
+    kept = {name: fn()[2] for name, fn in runners.items()}  # warm-up: models, regexes, caches
     times: dict[str, list[float]] = {name: [] for name in runners}
+    walls: dict[str, list[float]] = {name: [] for name in runners}
     order = list(runners)
     for r in range(args.rounds):
         for name in order if r % 2 == 0 else order[::-1]:
-            times[name].append(runners[name]()[0])
+            cpu, wall, _ = runners[name]()
+            times[name].append(cpu)
+            walls[name].append(wall)
         line = ", ".join(f"{n} {len(texts) / times[n][-1]:,.0f} docs/s" for n in order)
         print(f"round {r + 1}: {line}", flush=True)
     med = {n: statistics.median(v) for n, v in times.items()}
     ratio = med["gopher"] / med["bloomforge"]
     print(f"\nratio bloomforge / gopher (docs/s) {ratio:.2f} (goal >= 1.0)\n")
-    print("| chain | median s | docs/s | MB/s | kept |")
-    print("|---|---|---|---|---|")
+    print("| chain | median CPU s | docs/s | MB/s | median wall s | kept |")
+    print("|---|---|---|---|---|---|")
     for n in order:
+        wall = statistics.median(walls[n])
         print(
-            f"| {n} | {med[n]:.3f} | {len(texts) / med[n]:,.0f} | {mb / med[n]:.2f} | {kept[n]} |"
+            f"| {n} | {med[n]:.3f} | {len(texts) / med[n]:,.0f} | {mb / med[n]:.2f} "
+            f"| {wall:.3f} | {kept[n]} |"
         )
-    print(f"| ratio bloomforge / gopher | | {ratio:.2f} | | |")
+    print(f"| ratio bloomforge / gopher | | {ratio:.2f} | | | |")
 
 
 if __name__ == "__main__":

@@ -129,10 +129,10 @@ def list_ratio(
     """BigScience's stop-word / flagged-word ratio: matches among words and word groups."""
     if not word_list:
         return 0.0
-    hits = sum(1 for w in word_list if w in vocabulary)
+    hits = sum(map(vocabulary.__contains__, word_list))
     for size in group_sizes:
-        for i in range(len(word_list) - size + 1):
-            hits += join.join(word_list[i : i + size]) in vocabulary
+        groups = map(join.join, zip(*(word_list[i:] for i in range(size)), strict=False))
+        hits += sum(map(vocabulary.__contains__, groups))
     return min(hits / len(word_list), 1.0)
 
 
