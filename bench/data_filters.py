@@ -17,7 +17,7 @@ NLTK's Treebank-style `NLTKWordTokenizer` (the word splitter of datatrove's NLTK
 its punkt sentence split, which needs a download). `--peer-split` also times the pair with a bare
 `str.split` tokenizer, the fastest any tokenizer could be.
 
-    python bench/data_filters.py [--rounds 5] [--peer-split]
+    python bench/data_filters.py [--rounds 5] [--peer-split] [--lid-chars 5000]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from datatrove.data import Document
@@ -93,6 +94,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--peer-split", action="store_true", help="also time Gopher with str.split")
+    p.add_argument("--lid-chars", type=int, default=0, help="also time LID on the first N chars")
     args = p.parse_args()
     if not (SHARED / "web").is_dir():
         raise SystemExit(f"no benchmark data: {SHARED / 'web'} is missing")
@@ -118,6 +120,12 @@ def main() -> None:
     runners: dict[str, Callable[[], tuple[float, float, int]]] = {
         "bloomforge": lambda: run_chain(ours, texts)
     }
+    if args.lid_chars:
+        capped = replace(config, lid_text_chars=args.lid_chars)
+        ours_capped = [language_id_step(capped, "auto"), *filter_steps(capped)]
+        runners[f"bloomforge (lid_text_chars={args.lid_chars})"] = lambda: run_chain(
+            ours_capped, texts
+        )
     for name, make in peers.items():
         steps = make()
         runners[name] = lambda steps=steps: run_chain(steps, texts)
