@@ -22,6 +22,8 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.readers.base import BaseDiskReader
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
+from bloomforge.errors import BloomforgeError
+
 POS = "_dedup_pos"  # removed by OutputWriter; never reaches the output
 FILE = "_dedup_file"
 _SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd")
@@ -54,8 +56,9 @@ class PositionReader(BaseDiskReader):
             for line_no, line in enumerate(f):
                 try:
                     document = self.get_document_from_dict(json.loads(line), filepath, line_no)
-                except json.JSONDecodeError as err:  # written by our own writer: a bug if so
-                    raise ValueError(f"{filepath} line {line_no + 1}: not valid JSON ({err})")
+                except json.JSONDecodeError as err:
+                    msg = f"{self.folder}/{filepath} line {line_no + 1}: not valid JSON ({err})"
+                    raise BloomforgeError(msg) from err
                 if document is not None:
                     yield document
 
@@ -71,10 +74,11 @@ class PositionReader(BaseDiskReader):
 
 
 def _output_name(input_name: str) -> str:
+    """`a/b.jsonl.zst` -> `a/b.jsonl` (DiskWriter adds `.gz`)."""
     for suffix in sorted(_SUFFIXES, key=len, reverse=True):
         if input_name.endswith(suffix):
-            return input_name[: -len(suffix)] + ".jsonl.gz"
-    return input_name + ".jsonl.gz"
+            return input_name[: -len(suffix)] + ".jsonl"
+    return input_name + ".jsonl"
 
 
 class OutputWriter(DiskWriter):
