@@ -38,7 +38,7 @@ from .find import DedupSignatures, ResolveDuplicates, load_resolved, load_templa
 from .io import OutputWriter, PositionReader, load_arrays, position, save_arrays
 from .remove import DuplicateFilter, SubstringRemoval, TemplateLineRemoval, read_cut_reports
 from .substrings import later_repeat_masks, mask_spans
-from .text import strip_template_lines
+from .text import shingle_hashes, strip_template_lines
 
 
 class DedupStage(NamedTuple):
@@ -59,6 +59,15 @@ class SplitWords(WordTokenizer):
 
     def span_tokenize(self, text: str) -> list[tuple[int, int]]:
         return [(0, len(text))]
+
+
+class BloomMinhashSignature(MinhashDedupSignature):
+    """datatrove's MinHash signature stage with bloomforge's shingles (`text.shingle_hashes`:
+    NFKC, lowercase, Unicode words, xxh64 of each buffer slice), about 3x faster than datatrove's
+    `simplify_text` + one sha1 per shingle; signatures, buckets and clusters are datatrove's."""
+
+    def get_shingles(self, text: str) -> np.ndarray:
+        return shingle_hashes(text, self.config.n_grams).reshape((-1, 1))
 
 
 def minhash_config(config: DedupConfig) -> MinhashConfig:
@@ -142,7 +151,7 @@ def dedup_stages(
         ]
         if cfg.minhash:
             sig_pipeline.append(
-                MinhashDedupSignature(mh_sigs, minhash_config(cfg), language=SplitWords())
+                BloomMinhashSignature(mh_sigs, minhash_config(cfg), language=SplitWords())
             )
         stages.append(DedupStage("dedup_signatures", sig_pipeline, tasks))
         find: list[PipelineStep] = []

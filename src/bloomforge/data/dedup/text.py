@@ -99,15 +99,21 @@ def strip_template_lines(
 def shingle_hashes(text: str, window: int) -> np.ndarray:
     """xxh64 of each run of `window` words of the lowercased NFKC text (uint64, may be empty).
 
-    A document shorter than the window is one shingle of all its words."""
+    A shingle is its words joined by single spaces; a document shorter than the window is one
+    shingle of all its words. The words are joined and encoded once and each shingle is hashed
+    as a slice of that buffer (no string per shingle)."""
     words = _WORDS.findall(unicodedata.normalize("NFKC", text).lower())
     if not words:
         return np.zeros(0, dtype=np.uint64)
-    count = max(1, len(words) - window + 1)
+    data = " ".join(words).encode("utf-8", "surrogatepass")
+    if len(words) <= window:
+        return np.array([xxhash.xxh64_intdigest(data)], dtype=np.uint64)
+    spaces = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x20)
+    starts = np.r_[0, spaces + 1][: len(words) - window + 1].tolist()
+    ends = np.r_[spaces, len(data)][window - 1 :].tolist()
+    view, digest = memoryview(data), xxhash.xxh64_intdigest
     return np.fromiter(
-        (hash64(" ".join(words[i : i + window])) for i in range(count)),
-        dtype=np.uint64,
-        count=count,
+        (digest(view[a:b]) for a, b in zip(starts, ends, strict=True)), np.uint64, len(starts)
     )
 
 
