@@ -27,6 +27,7 @@ from bloomforge.data.dedup.substrings import (
 )
 from bloomforge.data.dedup.text import normalize_url, simhash, text_key, text_simhash, url_key
 from bloomforge.data.ledger import IN, KEPT, read_ledger
+from bloomforge.errors import BloomforgeError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OFF = dict(exact_text=False, exact_url=False, template_lines=False, simhash=False)
@@ -262,8 +263,11 @@ def test_planted_duplicates_found_once_each_and_tasks_do_not_matter(planted, tmp
 
 def test_minhash_stages_find_the_planted_near_duplicates(planted, tmp_path):
     inp, original_ids, _ = planted
-    root = _run(inp, tmp_path / "out", DedupConfig(**(OFF | {"minhash": True})), tasks=2)
-    kept = {d["id"] for docs in _outputs(tmp_path / "out").values() for d in docs}
+    config = DedupConfig(**(OFF | {"minhash": True}))
+    _run(inp, tmp_path / "t1" / "out", config, tasks=1)
+    root = _run(inp, tmp_path / "t2" / "out", config, tasks=2)
+    assert _outputs(tmp_path / "t1" / "out") == _outputs(tmp_path / "t2" / "out")
+    kept = {d["id"] for docs in _outputs(tmp_path / "t2" / "out").values() for d in docs}
     # every near copy; datatrove lowercases and drops punctuation: the exact copy too
     assert kept == original_ids | {"p_url"}
     assert _ledger(root)["dedup_minhash"]["minhash"][0] == len(NEAR) + 1
@@ -277,3 +281,10 @@ def test_every_method_off_copies_input(planted, tmp_path):
     _run(inp, tmp_path / "out", config, tasks=2)
     for path in sorted(inp.glob("*.jsonl.gz")):
         assert _outputs(tmp_path / "out")[path.name] == _read_jsonl(path)
+
+
+def test_config_rejects_a_search_that_cannot_work():
+    with pytest.raises(BloomforgeError, match="simhash_max_distance"):
+        DedupConfig(simhash_max_distance=6, simhash_blocks=6)  # no exact block pair left
+    with pytest.raises(BloomforgeError, match="template_min_count"):
+        DedupConfig(template_min_count=0)

@@ -120,7 +120,7 @@ class ResolveDuplicates(PipelineStep):
 
     def _resolve(self, cols: dict[str, np.ndarray], rank_positions: dict[int, np.ndarray]):
         cfg = self.config
-        if not cols:
+        if not cols or cols["pos"].size == 0:
             return {"documents": 0}, np.zeros(0, np.uint8), np.zeros(0, np.uint64)
         n = cols["pos"].size
         reason = np.zeros(n, dtype=np.uint8)
