@@ -104,6 +104,8 @@ class SubstringIndex(PipelineStep):
             pos, lang = position(doc), str(doc.metadata.get("language", "unknown"))
             if resolved is not None:
                 i = int(np.searchsorted(resolved[0], np.uint64(pos)))
+                if i == resolved[0].size or resolved[0][i] != pos:
+                    raise ValueError(f"document {doc.id} was not seen by dedup_signatures")
                 if resolved[1][i] != 0:
                     continue
             text, _ = strip_template_lines(doc.text, lang, templates, cfg.template_min_chars)
