@@ -1,0 +1,190 @@
+"""Finding duplicates: per-task signatures, then one task that decides what each document is.
+
+In: documents tagged by `PositionReader`. Out, under the dedup work folder:
+`signatures/NNNNN.npz` per task (position, language, normalised-text key, URL key, SimHash
+fingerprint, template-line keys) and, from `ResolveDuplicates` (one task),
+`resolved.npz` (every position with its removal reason code, 0 = keep), `templates.npy`
+(sorted keys of template lines) and `summary.json` (counts per method and language).
+
+Every method keeps the first document of each group in corpus order, so a removed document
+always has an earlier kept one it duplicates (directly or through a chain), whatever the method
+and however many tasks ran.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from .config import DedupConfig
+from .io import load_arrays, position, save_arrays, save_json
+from .near import group_representatives, simhash_representatives
+from .text import shingle_hashes, simhash, template_line_keys, text_key, url_key
+
+REASONS = ("kept", "exact_text", "exact_url", "simhash", "minhash")
+CODE = {name: code for code, name in enumerate(REASONS)}
+
+
+class DedupSignatures(PipelineStep):
+    """Computes every document's keys and passes the document on (to MinHash's signature step)."""
+
+    type = "🫂 - DEDUP"
+    name = "bloomforge dedup signatures"
+
+    def __init__(self, work_dir: str, config: DedupConfig) -> None:
+        super().__init__()
+        self.work_dir = str(work_dir)
+        self.config = config
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1):
+        cfg = self.config
+        cols: dict[str, list] = defaultdict(list)
+        for doc in data:
+            with self.track_time():
+                pos, lang = position(doc), str(doc.metadata.get("language", "unknown"))
+                cols["pos"].append(pos)
+                cols["lang"].append(lang)
+                cols["text"].append(text_key(doc.text) if cfg.exact_text else 0)
+                cols["url"].append(url_key(doc.metadata.get("url")) if cfg.exact_url else 0)
+                shingles = shingle_hashes(doc.text, cfg.simhash_window) if cfg.simhash else None
+                cols["has_sim"].append(shingles is not None and shingles.size > 0)
+                cols["sim"].append(simhash(shingles) if shingles is not None else 0)
+                if cfg.template_lines:
+                    keys = template_line_keys(doc.text, lang, cfg.template_min_chars)
+                    cols["line_pos"] += [pos] * len(keys)
+                    cols["line_key"] += keys
+            yield doc
+        save_arrays(
+            Path(self.work_dir) / "signatures" / f"{rank:05d}.npz",
+            pos=np.array(cols["pos"], dtype=np.uint64),
+            lang=np.array(cols["lang"], dtype=str),
+            text=np.array(cols["text"], dtype=np.uint64),
+            url=np.array(cols["url"], dtype=np.uint64),
+            sim=np.array(cols["sim"], dtype=np.uint64),
+            has_sim=np.array(cols["has_sim"], dtype=bool),
+            line_pos=np.array(cols["line_pos"], dtype=np.uint64),
+            line_key=np.array(cols["line_key"], dtype=np.uint64),
+        )
+
+
+def _minhash_cluster_ids(folder: Path, rank_positions: dict[int, np.ndarray]) -> dict[int, int]:
+    """position -> cluster id, from datatrove's MinhashDedupCluster `.clusters` files."""
+    clusters: dict[int, int] = {}
+    for path in sorted(folder.glob("*.clusters")):
+        positions = rank_positions[int(path.name.split(".")[0])]
+        raw = path.read_bytes()
+        for doc_idx, cluster in struct.iter_unpack("<II", raw):
+            clusters[int(positions[doc_idx])] = cluster
+    return clusters
+
+
+class ResolveDuplicates(PipelineStep):
+    """One task: reads all signatures (and MinHash clusters) and decides every document."""
+
+    type = "🫂 - DEDUP"
+    name = "bloomforge dedup resolve"
+
+    def __init__(self, work_dir: str, config: DedupConfig, minhash_dir: str | None = None) -> None:
+        super().__init__()
+        self.work_dir = str(work_dir)
+        self.config = config
+        self.minhash_dir = minhash_dir
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
+        if world_size != 1:
+            raise ValueError("ResolveDuplicates runs as a single task")
+        work = Path(self.work_dir)
+        parts, rank_positions = [], {}
+        for path in sorted((work / "signatures").glob("*.npz")):
+            part = load_arrays(path)
+            rank_positions[int(path.stem)] = part["pos"]
+            parts.append(part)
+        with self.track_time():
+            cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+            if cols:  # corpus order; line arrays carry their own positions
+                order = np.argsort(cols["pos"], kind="stable")
+                cols = {k: v if k.startswith("line_") else v[order] for k, v in cols.items()}
+            summary, reasons, templates = self._resolve(cols, rank_positions)
+        save_arrays(
+            work / "resolved.npz", pos=cols.get("pos", np.zeros(0, np.uint64)), reason=reasons
+        )
+        save_arrays(work / "templates.npz", keys=templates)
+        save_json(work / "summary.json", summary)
+        if data is not None:
+            yield from data
+
+    def _resolve(self, cols: dict[str, np.ndarray], rank_positions: dict[int, np.ndarray]):
+        cfg = self.config
+        if not cols or cols["pos"].size == 0:
+            return {"documents": 0}, np.zeros(0, np.uint8), np.zeros(0, np.uint64)
+        n = cols["pos"].size
+        reason = np.zeros(n, dtype=np.uint8)
+        reps: dict[str, np.ndarray] = {}
+        if cfg.exact_text:
+            reps["exact_text"] = group_representatives(cols["text"])
+        if cfg.exact_url:
+            reps["exact_url"] = group_representatives(cols["url"])
+        if cfg.simhash:
+            has = np.flatnonzero(cols["has_sim"])
+            rep = np.arange(n)
+            rep[has] = has[
+                simhash_representatives(
+                    cols["sim"][has], cfg.simhash_max_distance, cfg.simhash_blocks
+                )
+            ]
+            reps["simhash"] = rep
+        if cfg.minhash and self.minhash_dir:
+            clusters = _minhash_cluster_ids(Path(self.minhash_dir), rank_positions)
+            keys = np.zeros(n, dtype=np.uint64)
+            if clusters:
+                at = np.searchsorted(cols["pos"], np.fromiter(clusters, np.uint64, len(clusters)))
+                keys[at] = np.fromiter(clusters.values(), np.uint64, len(clusters)) + 1
+            reps["minhash"] = group_representatives(keys)
+        removed: dict[str, Counter] = {}
+        clusters_found: dict[str, Counter] = {}
+        for method, rep in reps.items():  # earlier methods name the reason first
+            dup = rep != np.arange(n)
+            reason[dup & (reason == 0)] = CODE[method]
+            removed[method] = Counter(cols["lang"][dup].tolist())
+            firsts = np.unique(rep[dup])
+            clusters_found[method] = Counter(cols["lang"][firsts].tolist())
+        templates, per_lang = self._templates(cols, reason)
+        summary = {
+            "documents": int(n),
+            "duplicates": {m: dict(c) for m, c in removed.items()},
+            "clusters": {m: dict(c) for m, c in clusters_found.items()},
+            "removed_by_reason": {
+                REASONS[c]: int((reason == c).sum()) for c in range(1, len(REASONS))
+            },
+            "template_lines": per_lang,
+        }
+        return summary, reason, templates
+
+    def _templates(self, cols: dict[str, np.ndarray], reason: np.ndarray):
+        """Keys of lines seen >= template_min_count times in documents that stay."""
+        if not self.config.template_lines or cols["line_key"].size == 0:
+            return np.zeros(0, np.uint64), {}
+        doc = np.searchsorted(cols["pos"], cols["line_pos"])
+        stays = reason[doc] == 0
+        keys, counts = np.unique(cols["line_key"][stays], return_counts=True)
+        templates = keys[counts >= self.config.template_min_count]
+        is_template = np.isin(cols["line_key"], templates) & stays
+        langs = cols["lang"][doc[is_template]]
+        per_lang: dict[str, int] = {}
+        for lang in np.unique(langs):
+            per_lang[str(lang)] = int(np.unique(cols["line_key"][is_template][langs == lang]).size)
+        return templates, per_lang
+
+
+def load_resolved(work_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    data = load_arrays(Path(work_dir) / "resolved.npz")
+    return data["pos"], data["reason"]
+
+
+def load_templates(work_dir: str) -> np.ndarray:
+    return load_arrays(Path(work_dir) / "templates.npz")["keys"]
