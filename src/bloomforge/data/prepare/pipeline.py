@@ -26,6 +26,7 @@ from typing import Any
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from bloomforge.data import dedup, filters
 from bloomforge.data.ledger import IN, KEPT, record
 from bloomforge.data.pii import PIIRedactor
 from bloomforge.data.prepare.config import PrepareConfig, SourceConfig, source_files
@@ -81,37 +82,13 @@ class StatsWriter(PipelineStep):
             yield from data
 
 
-def _filters_api():
-    try:
-        from bloomforge.data import filters
-    except ImportError as e:
-        raise BloomforgeError(
-            f"filters are on but bloomforge.data.filters is unavailable ({e}); "
-            "set 'filters: false' for the sources (or --no-filters)"
-        ) from None
-    return filters
-
-
-def _dedup_api():
-    try:
-        from bloomforge.data import dedup
-    except ImportError as e:
-        raise BloomforgeError(
-            f"dedup is on but bloomforge.data.dedup is unavailable ({e}); "
-            "set 'dedup: false' for the sources (or --no-dedup)"
-        ) from None
-    return dedup
-
-
 def filter_config(config: PrepareConfig, source: SourceConfig) -> Any:
     """The typed FilterConfig of a source (its overrides merged over the `filters:` section)."""
-    api = _filters_api()
-    return from_dict(api.FilterConfig, config.source_filters(source), "filters")
+    return from_dict(filters.FilterConfig, config.source_filters(source), "filters")
 
 
 def dedup_config(config: PrepareConfig, source: SourceConfig) -> Any:
-    api = _dedup_api()
-    return from_dict(api.DedupConfig, config.source_dedup(source), "dedup")
+    return from_dict(dedup.DedupConfig, config.source_dedup(source), "dedup")
 
 
 def _exclusion_writer(step: Any, out: Path, source: str) -> None:
@@ -139,8 +116,8 @@ def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
         )
         steps: list = [reader]
         if src.filters_on:
-            api, fcfg = _filters_api(), filter_config(config, src)
-            steps += [api.language_id_step(fcfg, src.language), *api.filter_steps(fcfg)]
+            fcfg = filter_config(config, src)
+            steps += [filters.language_id_step(fcfg, src.language), *filters.filter_steps(fcfg)]
             for step in steps[1:]:
                 _exclusion_writer(step, out, src.name)
         filtered = out / "work" / "filtered" / src.name
@@ -150,8 +127,7 @@ def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
         final_input = filtered
         if src.dedup_on:
             final_input = out / "work" / "deduped" / src.name
-            api = _dedup_api()
-            for s in api.dedup_stages(
+            for s in dedup.dedup_stages(
                 str(filtered),
                 str(final_input),
                 str(out / "work" / "dedup" / src.name),

@@ -74,34 +74,11 @@ def filters_off(config: Any) -> list[dict[str, str]]:
 
 
 def _filters_disabled(config: Any, src: Any) -> list[dict[str, str]]:
-    try:
-        from bloomforge.data import filters
-    except ImportError:
-        return [{"filter": "all filters", "why": "bloomforge.data.filters not installed"}]
+    from bloomforge.data.filters import disabled_filters
     from bloomforge.data.prepare.pipeline import filter_config
 
-    fcfg = filter_config(config, src)
-    explain = getattr(filters, "disabled_filters", None)
-    if callable(explain):  # the filters package says best why a filter is off
-        return [{"filter": str(name), "why": str(why)} for name, why in explain(fcfg)]
-    from bloomforge.typed_config import to_dict
-
-    flat = _flatten(to_dict(fcfg))
-    off = []
-    if any("flagged" in k and v in (None, "") for k, v in flat.items()):
-        off.append({"filter": "flagged_words", "why": "no flagged-words file given"})
-    if any(("kenlm" in k or "perplexity_model" in k) and v in (None, "") for k, v in flat.items()):
-        off.append({"filter": "perplexity", "why": "no KenLM model given"})
-    return off
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
+    off = disabled_filters(filter_config(config, src))
+    return [{"filter": str(name), "why": str(why)} for name, why in off.items()]
 
 
 def build_stats(out: Path, config: dict, stages: list[dict], settings: dict) -> dict:
