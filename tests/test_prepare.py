@@ -209,7 +209,11 @@ def test_filters_are_wired_and_removals_counted(prepared, tmp_path, monkeypatch)
     fake.FilterConfig = _FakeFilterConfig
     fake.language_id_step = lambda config, language: _MinChars(0)  # keeps all: LID stand-in
     fake.filter_steps = lambda config: [_MinChars(config.min_chars)]
+    fake.disabled_filters = lambda config: {}
     monkeypatch.setitem(sys.modules, "bloomforge.data.filters", fake)
+    import bloomforge.data.prepare.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "filters", fake)
     config = config_from_inputs(specs, filters=True, dedup=False)
     config.filters = {"min_chars": 10}
     stats = prepare(config, tmp_path / "out", workers=1)

@@ -19,7 +19,7 @@ from bloomforge.typed_config import ConfigError
 # These modules must stay cheap to import (no torch at module level) so `--help` stays fast.
 _COMMAND_MODULES = (
     "bloomforge.tokenizer.commands",  # tokenizer train | fertility
-    "bloomforge.data.commands",  # data tokenize (prepare | report: issue 6)
+    "bloomforge.data.commands",  # data prepare | report | tokenize
     "bloomforge.training.commands",  # train
     "bloomforge.evaluation.commands",  # eval
     "bloomforge.science.commands",  # plan, scaling, ablate, carbon
