@@ -187,10 +187,13 @@ def gather_corpus(cfg: CorpusConfig, out: str | Path) -> dict[str, Any]:
                 break
             try:
                 header, pairs = read_catalogue(c.path)
-            except (OSError, UnicodeDecodeError, LookupError) as e:
-                skipped[f"unreadable catalogue ({type(e).__name__})"] += 1
+            except OSError as e:  # gettext: OSError(0, "Bad magic number") for a non-.mo file
+                skipped[f"unreadable catalogue ({e.strerror or e})"] += 1
                 continue
-            except (IndexError, ValueError):  # gettext's own messages for a broken file
+            except (UnicodeDecodeError, LookupError):
+                skipped["text not in the catalogue's declared charset"] += 1
+                continue
+            except (IndexError, ValueError):  # a truncated table or header
                 skipped["malformed catalogue"] += 1
                 continue
             english.setdefault(c.domain, [m for m, _ in pairs])

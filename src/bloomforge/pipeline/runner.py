@@ -66,8 +66,9 @@ def _strings(obj: Any) -> list[str]:
     return []
 
 
-def path_stats(paths: list[str | Path]) -> list[tuple[str, int, int]]:
-    """(path, size, mtime_ns) of every file at or below each existing path (capped)."""
+def path_stats(paths: list[str | Path], base: Path | None = None) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every file at or below each existing path (capped); paths
+    relative to `base` when given (a run folder copied elsewhere keeps its fingerprints)."""
     out: list[tuple[str, int, int]] = []
     for p in paths:
         path = Path(p)
@@ -78,7 +79,8 @@ def path_stats(paths: list[str | Path]) -> list[tuple[str, int, int]]:
         for f in files:
             if f.is_file() and not f.name.startswith("."):
                 st = f.stat()
-                out.append((str(f), st.st_size, st.st_mtime_ns))
+                name = str(f.relative_to(base)) if base is not None else str(f)
+                out.append((name, st.st_size, st.st_mtime_ns))
                 if len(out) >= _MAX_STAT_FILES:
                     return out
     return out
@@ -163,7 +165,7 @@ def run_stages(
             if record is not None and complete:
                 fingerprints[stage.name] = record["fingerprint"]
             elif complete:  # outputs made elsewhere (e.g. `data prepare` run by hand)
-                stat = path_stats([run / o for o in stage.outputs])
+                stat = path_stats([run / o for o in stage.outputs], base=run)
                 fingerprints[stage.name] = _hash({"outputs": stat})
             continue
         if not force and complete and record is not None and record["fingerprint"] == fp:
