@@ -15,10 +15,9 @@ import types
 from pathlib import Path
 from typing import Any
 
-from test_pipeline_corpus import HEADER, write_mo
-
 from bloomforge.cli import main
 from bloomforge.data.inputs import ReadStats, parse_inputs, read_documents
+from test_pipeline_corpus import HEADER, write_mo
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 
@@ -88,7 +87,8 @@ def test_demo_small_on_a_built_locale_tree(tmp_path, monkeypatch, capsys):
     for lang in kept:
         assert f"<td>{lang}</td>" in html
     assert "<h4>pii</h4>" in html and "<td>EMAIL</td>" in html
-    docs = gzip.open(run / "data" / "documents" / "00000.jsonl.gz", "rt").read()
+    with gzip.open(run / "data" / "documents" / "00000.jsonl.gz", "rt") as f:
+        docs = f.read()
     assert "PI:EMAIL" in docs and "marie.curie@example.org" not in docs
     assert main(argv) == 0
     assert f"{run}: ran nothing (all up to date)" in capsys.readouterr().out
