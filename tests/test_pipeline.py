@@ -187,6 +187,13 @@ def test_from_needs_upstream_outputs(first_run, tmp_path, capsys):
     assert "needs the outputs of 'train'" in capsys.readouterr().err
     assert main(["run", str(recipe), "--out", str(run), "--from", "trian"]) == 2
     assert "did you mean 'train'" in capsys.readouterr().err
+    # Documents put there by hand are never replaced by a data stage that did not write them.
+    docs = sorted((run / "data" / "documents").iterdir())
+    assert main(["run", str(recipe), "--out", str(run)]) == 2
+    assert "was not written by this run's data stage" in capsys.readouterr().err
+    assert sorted((run / "data" / "documents").iterdir()) == docs
+    assert main(["run", str(recipe), "--out", str(run), "--until", "corpus"]) == 2
+    assert "select no stage" in capsys.readouterr().err
 
 
 def test_unknown_recipe_key_names_nearest(tmp_path, capsys):

@@ -145,6 +145,10 @@ def run_stages(
     save_yaml(ctx.recipe, run / "recipe.yaml")
     fingerprints: dict[str, str] = {}
     done: dict[str, dict[str, Any]] = {}
+    if not chosen:
+        raise BloomforgeError(
+            f"--from/--until select no stage of this recipe ({', '.join(s.name for s in stages)})"
+        )
     last_chosen = max(STAGES.index(n) for n in chosen)
     for stage in stages:
         if STAGES.index(stage.name) > last_chosen:
@@ -178,6 +182,13 @@ def run_stages(
             previous = json.loads(started_file.read_text())["fingerprint"]
         except (OSError, ValueError, KeyError):
             previous = None
+        made_here = record is not None or started_file.exists()
+        found = [o for o in stage.outputs if (run / o).exists()]
+        if found and not made_here and not force:  # never replace what a user put there
+            raise BloomforgeError(
+                f"{run / found[0]} exists but was not written by this run's {stage.name} stage; "
+                f"start after it (--from) or pass --force to replace it"
+            )
         record_path(run, stage.name).unlink(missing_ok=True)
         _write_json(started_file, {"fingerprint": fp, "time": time.time()})
         why = "resuming" if previous == fp else "running"
