@@ -230,3 +230,15 @@ def test_killed_run_resumes_training_from_checkpoint(first_run, tmp_path, capsys
 def _ran_from(out: str) -> list[str]:
     line = [x for x in out.splitlines() if ": ran " in x][-1]
     return line.split(": ran ", 1)[1].split(", ")
+
+
+@pytest.mark.parametrize("small", [False, True])
+def test_printed_demo_recipe_is_the_one_demo_runs(small, tmp_path, capsys):
+    from bloomforge.pipeline.config import demo_recipe_data, load_run_recipe
+
+    capsys.readouterr()
+    assert main(["demo", "--print-recipe", *(["--small"] if small else [])]) == 0
+    (tmp_path / "r.yaml").write_text(capsys.readouterr().out)
+    printed = load_run_recipe(tmp_path / "r.yaml")
+    assert printed == load_run_recipe(None, base=demo_recipe_data(small))
+    assert printed.corpus is not None and printed.corpus.locale_dir == "/usr/share/locale"

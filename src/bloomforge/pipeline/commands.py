@@ -73,12 +73,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from bloomforge.pipeline.config import demo_recipe_data, load_run_recipe
+    from bloomforge.pipeline.config import demo_recipe_data, demo_recipe_text, load_run_recipe
 
-    base = demo_recipe_data(args.small)
     if args.print_recipe:
-        import yaml
-
-        print(yaml.safe_dump(base, sort_keys=False, allow_unicode=True), end="")
+        print(demo_recipe_text(args.small), end="")
         return 0
-    return _execute(load_run_recipe(None, args.overrides, base=base), args)
+    return _execute(load_run_recipe(None, args.overrides, base=demo_recipe_data(args.small)), args)

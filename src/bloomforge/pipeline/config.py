@@ -155,8 +155,14 @@ def load_run_recipe(
     return from_dict(RunRecipe, apply_overrides(data, overrides))
 
 
-def demo_recipe_data(small: bool = False) -> dict[str, Any]:
-    """The embedded demo recipe (`bloomforge/recipes/demo[-small].yaml`) as a mapping."""
+def demo_recipe_text(small: bool = False) -> str:
+    """The embedded demo recipe (`bloomforge/recipes/demo[-small].yaml`), comments included."""
     name = "demo-small.yaml" if small else "demo.yaml"
-    with resources.as_file(resources.files("bloomforge") / "recipes" / name) as path:
-        return load_yaml(path)
+    return (resources.files("bloomforge") / "recipes" / name).read_text(encoding="utf-8")
+
+
+def demo_recipe_data(small: bool = False) -> dict[str, Any]:
+    """The embedded demo recipe as a mapping."""
+    import yaml
+
+    return yaml.safe_load(demo_recipe_text(small)) or {}
