@@ -242,3 +242,21 @@ def test_printed_demo_recipe_is_the_one_demo_runs(small, tmp_path, capsys):
     printed = load_run_recipe(tmp_path / "r.yaml")
     assert printed == load_run_recipe(None, base=demo_recipe_data(small))
     assert printed.corpus is not None and printed.corpus.locale_dir == "/usr/share/locale"
+
+
+def test_energy_estimate_without_codecarbon_file(tmp_path):
+    from bloomforge.pipeline.cards import _energy
+    from bloomforge.pipeline.config import load_run_recipe
+
+    recipe = load_run_recipe(None, ["report.power_w=100", "train.carbon_country=FRA"])
+    e = _energy(tmp_path, recipe, train_seconds=3600.0)
+    # 1 h x 100 W = 0.1 kWh; x 57 gCO2eq/kWh (Luccioni et al. 2022, French grid) = 5.7 g.
+    assert not e["measured"]
+    assert e["kwh"] == pytest.approx(0.1)
+    assert e["kg_co2"] == pytest.approx(0.0057)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "emissions.csv").write_text(
+        "timestamp,duration,emissions,energy_consumed\nx,10,0.002,0.03\ny,5,0.001,0.01\n"
+    )
+    e = _energy(tmp_path, recipe, train_seconds=3600.0)
+    assert e["measured"] and e["kwh"] == pytest.approx(0.04) and e["kg_co2"] == pytest.approx(0.003)
