@@ -157,6 +157,14 @@ def test_changed_train_key_reruns_train_and_after_only(first_run, tmp_path, caps
     assert _ran(capsys) == ["train", "eval", "export", "report"]
     assert (copy / "tokenizer" / "tokenizer.json").stat().st_mtime_ns == tok_mtime
     assert "lr: 0.002" in (copy / "train" / "config.yaml").read_text()
+    # An eval key re-runs eval and the report only; zero-shot tasks reach both.
+    argv = ["run", str(recipe), "--out", str(copy), "--from", "tokenizer", "train.lr=2e-3"]
+    argv += ["eval.tasks=[copa]", f"eval.data={SHARED / 'eval'}", "eval.limit=8"]
+    assert main(argv) == 0
+    assert _ran(capsys) == ["eval", "report"]
+    copa = json.loads((copy / "eval" / "results.json").read_text())["tasks"]["copa"]["all"]
+    assert copa["n"] == 8 and 0 <= copa["acc"] <= 1
+    assert "<h3>copa</h3>" in (copy / "report.html").read_text()
     # A changed tokenizer key re-runs the tokenizer and everything after it.
     argv = ["run", str(recipe), "--out", str(copy), "--until", "tokens", "tokenizer.vocab_size=350"]
     argv.insert(4, "--from=tokenizer")
