@@ -236,12 +236,12 @@ def eval_stage(ctx: Context) -> dict[str, Any]:
         top_p=cfg.top_p,
         seed=cfg.seed,
     )
+    # One batch for every language: one seeded random stream, a different draw for each row.
+    pairs = [(lang, p) for lang, prompts in _prompts(ctx).items() for p in prompts]
+    texts = generate_text(ckpt.model, tokenizer, [p for _, p in pairs], sampling, device)
     results["generations"] = {}
-    for lang, prompts in _prompts(ctx).items():
-        texts = generate_text(ckpt.model, tokenizer, prompts, sampling, device)
-        results["generations"][lang] = [
-            {"prompt": p, "continuation": t} for p, t in zip(prompts, texts, strict=True)
-        ]
+    for (lang, prompt), text in zip(pairs, texts, strict=True):
+        results["generations"].setdefault(lang, []).append({"prompt": prompt, "continuation": text})
     with atomic_directory(ctx.run / "eval") as tmp:
         (tmp / "results.json").write_text(
             json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
