@@ -94,9 +94,14 @@ def tokenizer_stage(ctx: Context) -> dict[str, Any]:
         eval_specs = parse_inputs(cfg.fertility)
     else:
         sample: dict[str, list[str]] = defaultdict(list)
+        short = set(result.plan.languages)  # stop reading once every language has its sample
         for doc in read_documents(specs, ReadStats()):
             if len(sample[doc.language]) < cfg.fertility_docs:
                 sample[doc.language].append(doc.text)
+                if len(sample[doc.language]) == cfg.fertility_docs:
+                    short.discard(doc.language)
+                    if not short:
+                        break
         text_file = out / "fertility_text.jsonl"
         with open(text_file, "w", encoding="utf-8") as f:
             for lang, texts in sample.items():
