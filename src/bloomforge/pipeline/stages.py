@@ -133,6 +133,8 @@ def tokens_stage(ctx: Context) -> dict[str, Any]:
     from bloomforge.data.tokenize import safe_segment, tokenize_corpus
 
     cfg, stats = ctx.recipe.tokens, ReadStats()
+    for litter in ctx.run.glob(".tokens-input-*"):  # left by a killed attempt
+        clear(litter)
     specs = parse_inputs([str(_documents(ctx))])
     counts = Counter(doc.language for doc in read_documents(specs))  # pass 1: sizes
     strides = heldout_strides(counts, cfg.heldout_every, cfg.heldout_docs)
