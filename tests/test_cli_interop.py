@@ -50,7 +50,7 @@ def test_model_info_176b(capsys):
         (["model", "info", "tiny", "n_layer=two"], "key 'model.n_layer': expected int"),
         (["export", "nowhere", "out"], "nowhere: no such checkpoint folder"),
         (["import", "nowhere", "out"], "config.json: missing"),
-        (["run", "recipe.yaml"], "not available in this version yet"),
+        (["run", "nowhere.yaml", "--out", "x"], "nowhere.yaml: no such file"),
         (["train", "nowhere.yaml"], "nowhere.yaml"),
     ],
 )

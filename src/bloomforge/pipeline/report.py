@@ -1,0 +1,302 @@
+"""The run report: one self-contained HTML page, plus MODEL_CARD.md and DATA_CARD.md.
+
+In: a run folder and its recipe (read through `cards.collect_facts`). Out: `OUT/report.html`
+(figures drawn with matplotlib's Agg backend and embedded as base64 PNGs, no external files,
+scripts or fonts, so it opens offline), `OUT/MODEL_CARD.md`, `OUT/DATA_CARD.md`; each written to
+a temporary name and renamed. Sections with nothing to show (no data/stats.json before `data
+prepare` ran, no codecarbon) are left out or say so in one line.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bloomforge.pipeline.cards import collect_facts, data_card, model_card
+from bloomforge.pipeline.config import RunRecipe
+
+_CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;
+text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+pre{white-space:pre-wrap;background:#f7f7f7;padding:.5em}img{max-width:100%}
+.note{color:#666}"""
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def table(head: list[str], rows: list[list[Any]]) -> str:
+    th = "".join(f"<th>{_esc(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="figure" src="data:image/png;base64,{data}">'
+
+
+def _bar(labels: list[str], values: list[float], ylabel: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(labels) + 2), 3))
+    ax.bar(labels, values, color="#4a7db5")
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", rotation=45)
+    return _png(fig)
+
+
+def training_curves(metrics: list[dict[str, Any]]) -> str:
+    """Loss, lr, batch size, grad norm, throughput (train) and loss per group (valid)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [m for m in metrics if m.get("kind") == "train"]
+    valid = [m for m in metrics if m.get("kind") == "valid"]
+    panels = [
+        ("loss", "train loss"),
+        ("lr", "learning rate"),
+        ("batch_size", "batch size (samples)"),
+        ("grad_norm", "grad norm"),
+        ("tokens_per_s", "tokens / s"),
+    ]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
+    for ax, (key, title) in zip(axes.flat, panels, strict=False):
+        pts = [(m["tokens"], m[key]) for m in train if m.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), lw=1)
+        ax.set_title(title)
+        ax.set_xlabel("tokens")
+    ax = axes.flat[5]
+    groups = sorted({k.split("/")[0] for m in valid for k in m if k.endswith("/loss")})
+    for g in groups:
+        pts = [(m["step"], m[f"{g}/loss"]) for m in valid if f"{g}/loss" in m]
+        ax.plot(*zip(*pts, strict=True), marker="o", label=g)
+    ax.set_title("validation loss per group")
+    ax.set_xlabel("step")
+    if groups:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _generic(value: Any) -> str:
+    """Render a stats value: mapping of scalars, list of records, mapping of mappings, else json."""
+    if (
+        isinstance(value, dict)
+        and value
+        and all(not isinstance(v, dict | list) for v in value.values())
+    ):
+        return table(["key", "value"], [[k, v] for k, v in value.items()])
+    if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+        keys = list(dict.fromkeys(k for r in value for k in r))
+        return table(keys, [[r.get(k, "") for k in keys] for r in value[:300]])
+    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        inner = list(dict.fromkeys(k for v in value.values() for k in v))
+        if all(not isinstance(x, dict | list) for v in value.values() for x in v.values()):
+            return table(
+                ["", *inner], [[k, *(v.get(i, "") for i in inner)] for k, v in value.items()]
+            )
+    return f"<pre>{_esc(json.dumps(value, indent=1, ensure_ascii=False)[:6000])}</pre>"
+
+
+def render_html(facts: dict[str, Any]) -> str:
+    h: list[str] = [
+        f"<h1>{_esc(facts['title'])}</h1>",
+        f"<p class=note>run folder {_esc(facts['run'])}</p>",
+    ]
+    langs = facts["languages"]
+    h.append("<h2>Data card</h2>")
+    corpus = facts["corpus"]
+    if corpus:
+        h.append(
+            f"<p>Corpus gathered on this machine: {corpus['catalogues_found']} message catalogues "
+            f"under {_esc(corpus['locale_dir'])}, languages chosen: "
+            f"{_esc(', '.join(corpus['languages_chosen']) or 'none')}; code from "
+            f"{_esc(corpus.get('code_dir'))}.</p>"
+        )
+        h += [f"<p class=note>{_esc(n)}</p>" for n in corpus["notes"]]
+    if langs:
+        h.append("<h3>Languages (tokens trained on, after the held-out split)</h3>")
+        h.append(
+            table(
+                ["language", "tokens", "documents", "share"],
+                [
+                    [k, f"{r['tokens']:,}", f"{r['documents']:,}", f"{100 * r['share']:.1f}%"]
+                    for k, r in langs.items()
+                ],
+            )
+        )
+        h.append(_bar(list(langs), [100 * r["share"] for r in langs.values()], "% of tokens"))
+        h.append("<h3>Sources</h3>")
+        h.append(
+            table(
+                ["source", "tokens", "documents", "share"],
+                [
+                    [k, f"{r['tokens']:,}", f"{r['documents']:,}", f"{100 * r['share']:.1f}%"]
+                    for k, r in facts["sources"].items()
+                ],
+            )
+        )
+    stats = facts["data_stats"]
+    if stats:
+        h.append("<h3>Filtering, deduplication and PII (data/stats.json)</h3>")
+        for key, value in stats.items():
+            h += [f"<h4>{_esc(key)}</h4>", _generic(value)]
+    else:
+        h.append(
+            "<p class=note>No data/stats.json: the documents were prepared outside this run.</p>"
+        )
+    h += _tokenizer_html(facts)
+    h += _model_html(facts)
+    h += _eval_html(facts)
+    h += _energy_html(facts)
+    h.append("<h2>Stages</h2>")
+    rows = [
+        [
+            s,
+            f"{r['seconds']:.1f}",
+            f"{r.get('max_rss_mb', 0):.0f}",
+            r["finished"],
+            r["fingerprint"][:12],
+        ]
+        for s, r in facts["records"].items()
+    ]
+    h.append(table(["stage", "seconds", "peak RSS so far (MB)", "finished", "fingerprint"], rows))
+    body = "\n".join(h)
+    return (
+        "<!doctype html><html><head><meta charset=utf-8>"
+        f"<title>{_esc(facts['title'])}</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )
+
+
+def _tokenizer_html(facts: dict[str, Any]) -> list[str]:
+    h = ["<h2>Tokenizer</h2>"]
+    s = facts["sampling"]
+    if s:
+        h.append(
+            f"<p>Byte-level BPE (BLOOM's pre-tokenizer), {s['vocab_size']:,} tokens "
+            f"(asked {s['vocab_size_requested']:,}), languages sampled with alpha "
+            f"{s.get('alpha')}.</p>"
+        )
+    fert = (facts["fertility"] or {}).get("languages", {})
+    if fert:
+        rows = [
+            [
+                k,
+                f"{r['words']:,}",
+                r["word_source"],
+                f"{r['ours']['fertility'] or 0:.3f}",
+                f"{r['ours']['tokens_per_byte']:.3f}",
+            ]
+            for k, r in fert.items()
+        ]
+        h.append(
+            table(
+                ["language", "words", "words from", "fertility (tokens/word)", "tokens/byte"], rows
+            )
+        )
+        h.append(
+            _bar(
+                list(fert), [r["ours"]["tokens_per_byte"] for r in fert.values()], "tokens per byte"
+            )
+        )
+    return h
+
+
+def _model_html(facts: dict[str, Any]) -> list[str]:
+    h = ["<h2>Model card</h2>"]
+    card = model_card(facts).split("## Training Data")[0]
+    h.append(f"<pre>{_esc(card)}</pre>")
+    if facts["metrics"]:
+        h += ["<h3>Training curves</h3>", training_curves(facts["metrics"])]
+    return h
+
+
+def _eval_html(facts: dict[str, Any]) -> list[str]:
+    ev = facts["eval"] or {}
+    h = ["<h2>Evaluation</h2>"]
+    ppl = {k: v for k, v in (ev.get("perplexity") or {}).items() if not k.startswith("_")}
+    if ppl:
+        h.append("<h3>Perplexity per language (held-out documents)</h3>")
+        rows = [
+            [
+                k,
+                v["documents"],
+                f"{v['tokens']:,}",
+                f"{v['token_perplexity']:.2f}",
+                f"{v['byte_perplexity']:.3f}",
+                f"{v['bits_per_byte']:.3f}",
+            ]
+            for k, v in ppl.items()
+        ]
+        h.append(
+            table(
+                ["language", "documents", "tokens", "token ppl", "byte ppl", "bits per byte"], rows
+            )
+        )
+        h.append(_bar(list(ppl), [v["bits_per_byte"] for v in ppl.values()], "bits per byte"))
+    for task, res in (ev.get("tasks") or {}).items():
+        rows = [
+            [sub, int(m["n"]), *(f"{m[k]:.4f}" for k in m if k != "n" and "stderr" not in k)]
+            for sub, m in {**res["subsets"], "all": res["all"]}.items()
+        ]
+        metric_names = [k for k in res["all"] if k != "n" and "stderr" not in k]
+        h += [f"<h3>{_esc(task)}</h3>", table(["subset", "n", *metric_names], rows)]
+    gens = ev.get("generations") or {}
+    if gens:
+        h.append("<h3>Generations per language</h3>")
+        rows = [[lang, g["prompt"], g["continuation"]] for lang, gs in gens.items() for g in gs]
+        h.append(table(["language", "prompt", "continuation"], rows))
+    return h
+
+
+def _energy_html(facts: dict[str, Any]) -> list[str]:
+    e = facts["energy"]
+    h = ["<h2>Energy and CO2</h2>"]
+    if e is None:
+        return [*h, "<p class=note>No training time recorded.</p>"]
+    how = (
+        "measured by codecarbon"
+        if e["measured"]
+        else (f"estimated: training time x {e['power_w']:g} W assumed draw; grid {e['grid']}")
+    )
+    rows = [
+        ["training seconds", f"{e['seconds']:.0f}"],
+        ["energy (kWh)", f"{e['kwh']:.4g}"],
+        ["CO2eq (kg)", f"{e['kg_co2']:.4g}"],
+        ["how", how],
+    ]
+    return [*h, table(["", ""], rows)]
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(run: Path, recipe: RunRecipe) -> list[Path]:
+    facts = collect_facts(run, recipe)
+    files = [run / "report.html", run / "MODEL_CARD.md", run / "DATA_CARD.md"]
+    for path, text in zip(
+        files, (render_html(facts), model_card(facts), data_card(facts)), strict=True
+    ):
+        _write(path, text)
+    return files

@@ -1,0 +1,331 @@
+"""The stages of `bloomforge run`, each a call into its package's Python API.
+
+In: a `runner.Context` (run folder + recipe). Out: the stage's folder in the run and a dict of
+details for its record:
+
+  corpus    corpus/<source>.jsonl + manifest.json        pipeline.corpus.gather_corpus
+  data      data/documents/, data/stats.json             bloomforge.data.prepare.prepare
+  tokenizer tokenizer/tokenizer.json, fertility.json     tokenizer.train / tokenizer.fertility
+  tokens    heldout/<lang>.jsonl, tokens/manifest.json   data.tokenize.tokenize_corpus
+  train     train/ (checkpoints, metrics.jsonl)           training.loop.Trainer
+  eval      eval/results.json                             evaluation.evaluate, model.generate
+  export    hf/ (BloomForCausalLM folder)                 interop.hf.export_hf
+  report    report.html, MODEL_CARD.md, DATA_CARD.md      pipeline.report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bloomforge.atomic import atomic_directory
+from bloomforge.errors import BloomforgeError
+from bloomforge.pipeline.runner import Context, Stage, clear
+
+DOCUMENTS = "data/documents"  # the prepared documents (issue 6's OUT/documents)
+
+
+def _documents(ctx: Context) -> Path:
+    path = ctx.run / DOCUMENTS
+    if not path.is_dir():
+        raise BloomforgeError(f"{path}: no prepared documents (run the data stage)")
+    return path
+
+
+def corpus_stage(ctx: Context) -> dict[str, Any]:
+    from bloomforge.pipeline.corpus import gather_corpus
+
+    with atomic_directory(ctx.run / "corpus") as tmp:
+        manifest = gather_corpus(ctx.recipe.corpus, tmp)
+    for note in manifest["notes"]:
+        ctx.echo(f"[corpus] {note}")
+    langs = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in manifest["languages"].items())
+    ctx.echo(f"[corpus] {len(manifest['sources'])} sources; {langs}")
+    return {"languages": manifest["languages"], "skipped": manifest["skipped"]}
+
+
+def data_config(ctx: Context) -> dict[str, Any]:
+    """The data section, with the gathered corpus as its sources when it names none."""
+    section = dict(ctx.recipe.data)
+    manifest_file = ctx.run / "corpus" / "manifest.json"
+    if ctx.recipe.corpus is not None and not section.get("sources"):
+        from bloomforge.pipeline.corpus import data_sources
+
+        manifest = json.loads(manifest_file.read_text())
+        section["sources"] = data_sources(manifest, (ctx.run / "corpus").resolve())
+    return section
+
+
+def data_stage(ctx: Context) -> dict[str, Any]:
+    try:
+        from bloomforge.data.prepare import PrepareConfig, prepare
+    except ModuleNotFoundError as e:
+        raise BloomforgeError(
+            "the data stage needs `bloomforge data prepare` (issue 6), not in this version; "
+            f"put prepared documents in {ctx.run / DOCUMENTS} and run with --from tokenizer"
+        ) from e
+    from bloomforge.typed_config import from_dict
+
+    config = from_dict(PrepareConfig, data_config(ctx), "data")
+    out = ctx.run / "data"
+    if not ctx.resume:  # new settings: start over (same settings: datatrove skips done tasks)
+        clear(out)
+    stats = prepare(config, str(out), workers=ctx.recipe.workers)
+    return {"summary": {k: v for k, v in (stats or {}).items() if not isinstance(v, dict | list)}}
+
+
+def tokenizer_stage(ctx: Context) -> dict[str, Any]:
+    from bloomforge.data.inputs import ReadStats, parse_inputs, read_documents
+    from bloomforge.tokenizer.fertility import fertility_table, format_fertility, load_eval_texts
+    from bloomforge.tokenizer.io import load_tokenizer
+    from bloomforge.tokenizer.train import save_trained, train_tokenizer
+
+    cfg, out = ctx.recipe.tokenizer, ctx.run / "tokenizer"
+    specs = parse_inputs([str(_documents(ctx))])
+    result = train_tokenizer(
+        specs, cfg.vocab_size, cfg.alpha, cfg.max_bytes_per_language, cfg.seed, cfg.min_frequency
+    )
+    save_trained(out, result, cfg.vocab_size)
+    # Fertility text: the user's, else the first documents of each language (whitespace words).
+    if cfg.fertility:
+        eval_specs = parse_inputs(cfg.fertility)
+    else:
+        sample: dict[str, list[str]] = defaultdict(list)
+        short = set(result.plan.languages)  # stop reading once every language has its sample
+        for doc in read_documents(specs, ReadStats()):
+            if len(sample[doc.language]) < cfg.fertility_docs:
+                sample[doc.language].append(doc.text)
+                if len(sample[doc.language]) == cfg.fertility_docs:
+                    short.discard(doc.language)
+                    if not short:
+                        break
+        text_file = out / "fertility_text.jsonl"
+        with open(text_file, "w", encoding="utf-8") as f:
+            for lang, texts in sample.items():
+                for t in texts:
+                    f.write(json.dumps({"text": t, "language": lang}, ensure_ascii=False) + "\n")
+        eval_specs = parse_inputs([str(text_file)])
+    table = fertility_table(load_tokenizer(out), {}, load_eval_texts(eval_specs))
+    (out / "fertility.md").write_text(format_fertility(table, []) + "\n", encoding="utf-8")
+    tmp = out / ".fertility.json.tmp"
+    tmp.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(out / "fertility.json")
+    vocab = result.tokenizer.get_vocab_size()
+    ctx.echo(f"[tokenizer] {vocab} tokens; {len(table['languages'])} languages in fertility")
+    return {"vocab_size": vocab, "documents": result.read_stats.documents}
+
+
+def heldout_strides(counts: dict[str, int], every: int, cap: int) -> dict[str, int]:
+    """Per language, hold out every k-th document: k = `every`, smaller for a language with
+    fewer than `every * cap` documents so that it still gets up to `cap` (never k < 2)."""
+    return {lang: max(2, min(every, n // max(cap, 1))) for lang, n in counts.items()}
+
+
+def tokens_stage(ctx: Context) -> dict[str, Any]:
+    """Hold out a few documents per language (perplexity text, prompts), tokenize the rest."""
+    import tempfile
+    from collections import Counter
+
+    from bloomforge.data.inputs import ReadStats, parse_inputs, read_documents
+    from bloomforge.data.tokenize import safe_segment, tokenize_corpus
+
+    cfg, stats = ctx.recipe.tokens, ReadStats()
+    for litter in ctx.run.glob(".tokens-input-*"):  # left by a killed attempt
+        clear(litter)
+    specs = parse_inputs([str(_documents(ctx))])
+    counts = Counter(doc.language for doc in read_documents(specs))  # pass 1: sizes
+    strides = heldout_strides(counts, cfg.heldout_every, cfg.heldout_docs)
+    seen: Counter[str] = Counter()
+    held: dict[str, list[str]] = defaultdict(list)
+    with tempfile.TemporaryDirectory(dir=ctx.run, prefix=".tokens-input-") as tmp:
+        train_file = Path(tmp) / "train.jsonl"
+        with open(train_file, "w", encoding="utf-8") as f:
+            for doc in read_documents(specs, stats):
+                lang = doc.language
+                seen[lang] += 1
+                if seen[lang] % strides[lang] == 0 and len(held[lang]) < cfg.heldout_docs:
+                    held[lang].append(doc.text)
+                    continue
+                meta = {"language": lang, "source": doc.source}
+                f.write(json.dumps({"text": doc.text, "metadata": meta}, ensure_ascii=False))
+                f.write("\n")
+        with atomic_directory(ctx.run / "heldout") as out:
+            for lang, texts in sorted(held.items()):
+                with open(out / f"{safe_segment(lang)}.jsonl", "w", encoding="utf-8") as f:
+                    for t in texts:
+                        f.write(json.dumps({"text": t, "language": lang}, ensure_ascii=False))
+                        f.write("\n")
+        manifest = tokenize_corpus(
+            ctx.run / "tokenizer",
+            [str(train_file)],
+            ctx.run / "tokens",
+            workers=ctx.recipe.workers,
+            shard_tokens=cfg.shard_tokens,
+        )
+    tokens = sum(s["tokens"] for s in manifest["shards"])
+    ctx.echo(f"[tokens] {tokens:,} tokens; held out {sum(map(len, held.values()))} documents")
+    return {"tokens": tokens, "heldout": {k: len(v) for k, v in held.items()}}
+
+
+def training_recipe(ctx: Context):
+    """The `bloomforge.recipe.Recipe` the train stage runs (also what the report describes)."""
+    from bloomforge.recipe import Recipe, TokenizerConfig
+
+    r = ctx.recipe
+    return Recipe(
+        model=r.model,
+        data=dataclasses.replace(r.loader, tokens=str(ctx.run / "tokens")),
+        tokenizer=TokenizerConfig(path=str(ctx.run / "tokenizer")),
+        train=r.train,
+        seed=r.seed,
+        out=str(ctx.run / "train"),
+    )
+
+
+def train_stage(ctx: Context) -> dict[str, Any]:
+    from bloomforge.checkpoint import run_checkpoints
+    from bloomforge.training.loop import Trainer
+
+    out = ctx.run / "train"
+    if not ctx.resume:
+        clear(out)
+    trainer = Trainer(training_recipe(ctx), resume=bool(run_checkpoints(out)))
+    summary = trainer.fit()
+    if summary["stopped"]:  # saved a checkpoint; the next `run` resumes from it
+        raise KeyboardInterrupt
+    return {k: summary[k] for k in ("step", "tokens", "skipped", "skip_reasons", "emissions_kg")}
+
+
+def _prompts(ctx: Context) -> dict[str, list[str]]:
+    cfg = ctx.recipe.eval
+    if cfg.prompts:
+        return cfg.prompts
+    from bloomforge.data.inputs import ReadStats, parse_inputs, read_documents
+
+    prompts: dict[str, list[str]] = defaultdict(list)
+    held = ctx.run / "heldout"
+    if held.is_dir() and any(held.iterdir()):
+        for doc in read_documents(parse_inputs([str(held)]), ReadStats()):
+            words = doc.text.split()[: cfg.prompt_words]
+            if words and len(prompts[doc.language]) < cfg.prompts_per_language:
+                prompts[doc.language].append(" ".join(words))
+    return dict(prompts)
+
+
+def eval_stage(ctx: Context) -> dict[str, Any]:
+    from bloomforge.checkpoint import load_checkpoint
+    from bloomforge.evaluation.evaluate import run_perplexity, run_tasks
+    from bloomforge.evaluation.scoring import Scorer
+    from bloomforge.evaluation.tasks import get_task
+    from bloomforge.model.generate import Sampling, generate_text
+    from bloomforge.training.loop import resolve_device
+
+    cfg = ctx.recipe.eval
+    device = resolve_device(ctx.recipe.train.device)
+    ckpt = load_checkpoint(ctx.run / "train", device=device)
+    tokenizer = ckpt.tokenizer()
+    scorer = Scorer(ckpt.model, tokenizer, device, cfg.batch_size)
+    results: dict[str, Any] = {"checkpoint": str(ckpt.path)}
+    inputs = [f"{k}={v}" for k, v in cfg.perplexity.items()] or [str(ctx.run / "heldout")]
+    if cfg.perplexity or any((ctx.run / "heldout").glob("*.jsonl")):
+        results["perplexity"] = run_perplexity(scorer, inputs)
+    if cfg.tasks:
+        if cfg.data is None:
+            raise BloomforgeError("eval.tasks needs eval.data (the folder with xcopa/, ...)")
+        specs = [get_task(n) for n in cfg.tasks]
+        results["tasks"] = run_tasks(scorer, specs, Path(cfg.data), cfg.limit)
+    sampling = Sampling(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        seed=cfg.seed,
+    )
+    # One batch for every language: one seeded random stream, a different draw for each row.
+    pairs = [(lang, p) for lang, prompts in _prompts(ctx).items() for p in prompts]
+    texts = generate_text(ckpt.model, tokenizer, [p for _, p in pairs], sampling, device)
+    results["generations"] = {}
+    for (lang, prompt), text in zip(pairs, texts, strict=True):
+        results["generations"].setdefault(lang, []).append({"prompt": prompt, "continuation": text})
+    with atomic_directory(ctx.run / "eval") as tmp:
+        (tmp / "results.json").write_text(
+            json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+    ppl = results.get("perplexity", {})
+    ctx.echo(
+        "[eval] "
+        + ", ".join(f"{k} bpb {v['bits_per_byte']:.2f}" for k, v in ppl.items() if k[0] != "_")
+    )
+    return {"languages": sorted(k for k in ppl if not k.startswith("_"))}
+
+
+def export_stage(ctx: Context) -> dict[str, Any]:
+    from bloomforge.interop.hf import export_hf
+
+    out = export_hf(ctx.run / "train", ctx.run / "hf")
+    details: dict[str, Any] = {"folder": str(out)}
+    if ctx.recipe.export.check:
+        details["check"] = check_export(ctx.run / "train", out)
+        ctx.echo(f"[export] transformers logits match ours (max |diff| {details['check']:.2e})")
+    return details
+
+
+def check_export(ckpt_dir: Path, hf_dir: Path) -> float | None:
+    """Max |logit difference| of transformers' BloomForCausalLM on the export vs our model."""
+    try:
+        from transformers import BloomForCausalLM
+    except ImportError:
+        return None
+    import torch
+
+    from bloomforge.checkpoint import load_checkpoint
+
+    ours = load_checkpoint(ckpt_dir)
+    ours.model.eval()
+    theirs = BloomForCausalLM.from_pretrained(hf_dir, local_files_only=True).eval()
+    ids = torch.tensor([ours.tokenizer().encode("The cat sat on the mat. 1 2 3").ids[:32]])
+    with torch.no_grad():
+        a = ours.model(ids).float()
+        b = theirs(ids).logits.float()[..., : a.shape[-1]]
+    diff = float((a - b).abs().max())
+    if diff > 1e-3:
+        raise BloomforgeError(f"{hf_dir}: transformers' logits differ from ours by {diff:.3g}")
+    return diff
+
+
+def report_stage(ctx: Context) -> dict[str, Any]:
+    from bloomforge.pipeline.report import write_report
+
+    files = write_report(ctx.run, ctx.recipe)
+    ctx.echo(f"[report] {', '.join(str(f) for f in files)}")
+    return {"files": [f.name for f in files]}
+
+
+def pipeline_stages(recipe) -> list[Stage]:
+    """The stages of `recipe` in order (corpus only when the recipe has a corpus section)."""
+    stages = []
+    if recipe.corpus is not None:
+        stages.append(Stage("corpus", (), ("corpus/manifest.json",), corpus_stage))
+    data_needs = ("corpus",) if recipe.corpus is not None else ()
+    stages += [
+        Stage("data", data_needs, (DOCUMENTS,), data_stage),
+        Stage("tokenizer", ("data",), ("tokenizer/tokenizer.json",), tokenizer_stage),
+        Stage(
+            "tokens",
+            ("data", "tokenizer"),
+            ("tokens/manifest.json", "heldout"),
+            tokens_stage,
+        ),
+        Stage("train", ("tokens",), ("train/checkpoints",), train_stage),
+        Stage("eval", ("train", "tokens"), ("eval/results.json",), eval_stage),
+        Stage("export", ("train",), ("hf/config.json",), export_stage),
+        Stage(
+            "report",
+            ("data", "tokenizer", "tokens", "train", "eval", "export"),
+            ("report.html", "MODEL_CARD.md", "DATA_CARD.md"),
+            report_stage,
+        ),
+    ]
+    return stages
