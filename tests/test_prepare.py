@@ -269,9 +269,10 @@ def test_source_names_and_languages():
     config = config_from_inputs(["fr=" + __file__, "code=" + __file__, "web=" + __file__])
     assert [(s.name, s.language) for s in config.sources] == [
         ("fr", "fr"),
-        ("code", "auto"),
+        ("code", "code"),  # programming code: no language id, no natural-language filters
         ("web", "auto"),  # three letters, but not an ISO 639-1 code
     ]
+    assert [s.filters_on for s in config.sources] == [True, False, True]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -85,7 +85,8 @@ def _figures(stats: dict, folder: Path) -> list[tuple[str, str]]:
         ("filter", "Discarded by each filter, per language", "discarded_by_filter.png"),
         ("dedup", "Removed by deduplication, per language", "dedup_rates.png"),
     ):
-        steps = {s: v for s, v in step_table(stats, group).items() if v}
+        # Steps that removed something (PII redaction and language id never remove).
+        steps = {s: v for s, v in step_table(stats, group).items() if any(v.values())}
         if not steps:
             continue
         langs = sorted({lang for v in steps.values() for lang in v})

@@ -267,6 +267,11 @@ def data_sources(manifest: dict[str, Any], corpus_dir: Path) -> list[dict[str, A
     """The `data.sources` entries of a gathered corpus: one jsonl source per message domain
     and one for the code; each record carries its own language in `metadata.language`."""
     return [
-        {"name": name, "paths": [str(corpus_dir / info["file"])], "format": "jsonl"}
+        {
+            "name": name,
+            "paths": [str(corpus_dir / info["file"])],
+            "format": "jsonl",
+            **({"language": CODE_LANGUAGE} if name == CODE_SOURCE else {}),
+        }
         for name, info in sorted(manifest["sources"].items())
     ]

@@ -60,13 +60,7 @@ def data_config(ctx: Context) -> dict[str, Any]:
 
 
 def data_stage(ctx: Context) -> dict[str, Any]:
-    try:
-        from bloomforge.data.prepare import PrepareConfig, prepare
-    except ModuleNotFoundError as e:
-        raise BloomforgeError(
-            "the data stage needs `bloomforge data prepare` (issue 6), not in this version; "
-            f"put prepared documents in {ctx.run / DOCUMENTS} and run with --from tokenizer"
-        ) from e
+    from bloomforge.data.prepare import PrepareConfig, prepare
     from bloomforge.typed_config import from_dict
 
     config = from_dict(PrepareConfig, data_config(ctx), "data")

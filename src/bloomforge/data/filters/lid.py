@@ -21,6 +21,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 AUTO = "auto"
+_UNKNOWN = ("unknown", "und")
 
 
 @cache
@@ -139,7 +140,8 @@ def identify(text: str, language: str = AUTO) -> tuple[str, float | None]:
 
 
 class LanguageId(PipelineStep):
-    """Adds `language_score` (and `language` for "auto" sources) to each document."""
+    """Adds `language_score` (and `language` for "auto" sources whose records do not name their
+    language: a record's own language, as the reader set it, is kept and scored)."""
 
     name = "language id (py3langid)"
     type = "🏷 - ANNOTATOR"
@@ -155,7 +157,11 @@ class LanguageId(PipelineStep):
         for doc in data:
             with self.track_time():
                 text = doc.text[: self.max_chars] if self.max_chars else doc.text
-                label, score = identify(text, self.language)
+                language = self.language
+                known = doc.metadata.get("language")
+                if language == AUTO and known and known not in _UNKNOWN:
+                    language = known  # named by the record or its file: score that language
+                label, score = identify(text, language)
                 doc.metadata["language"] = label
                 if score is None:
                     self.stat_update("language_not_scored")

@@ -36,6 +36,10 @@ _ISO_639_1 = """
     vi vo wa wo xh yi yo za zh zu
 """
 ISO_639_1 = frozenset(_ISO_639_1.split())
+# Programming code (ROOTS' 13 programming languages were one category): no language
+# identification, no natural-language quality filters; dedup and PII still apply.
+CODE = "code"
+LANGUAGES = ISO_639_1 | {CODE}
 AUTO = "auto"
 # Source names become folder names and ledger keys (no "|"); "stats" would collide with
 # datatrove's per-task `stats/` folders that `read_ledger` collects.
@@ -53,7 +57,9 @@ class SourceConfig:
     text_key: str = "text"
     id_key: str = "id"
     url_key: str = "url"
-    language: str = AUTO  # ISO 639-1 code, or "auto": language identification decides
+    # ISO 639-1 code, or "auto": each record's own language (metadata.language, a file named
+    # fr.txt), and language identification for records that name none
+    language: str = AUTO
     filters: bool | dict[str, Any] = True
     dedup: bool | dict[str, Any] = True
     pii: bool = True
@@ -64,9 +70,9 @@ class SourceConfig:
                 f"key 'name': {self.name!r} is not a usable source name "
                 "(letters, digits, '_', '-', '.'; not 'stats')"
             )
-        if self.language != AUTO and self.language not in ISO_639_1:
+        if self.language != AUTO and self.language not in LANGUAGES:
             raise ValueError(
-                f"key 'language': {self.language!r} is not an ISO 639-1 code or 'auto'"
+                f"key 'language': {self.language!r} is not an ISO 639-1 code, 'code' or 'auto'"
             )
         if not self.paths:
             raise ValueError("key 'paths': give at least one file, glob or folder")
@@ -78,7 +84,7 @@ class SourceConfig:
 
     @property
     def filters_on(self) -> bool:
-        return self.filters is not False
+        return self.filters is not False and self.language != CODE
 
     @property
     def dedup_on(self) -> bool:
@@ -193,7 +199,7 @@ def config_from_inputs(
         {
             "name": name,
             "paths": paths,
-            "language": name if name in ISO_639_1 else AUTO,
+            "language": name if name in LANGUAGES else AUTO,
             "filters": filters,
             "dedup": dedup,
             "pii": pii,

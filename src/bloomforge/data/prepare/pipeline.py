@@ -1,18 +1,19 @@
 """`data prepare`: the datatrove stages per source, run with the local, Slurm or Ray executor.
 
 In: a `PrepareConfig` and the output folder OUT. Out, per source (sources stay separate, as in
-ROOTS): stage `filter/SOURCE` (one task per input file: reader -> language id -> ROOTS filters ->
-`OUT/work/filtered/SOURCE/`, removed documents -> `OUT/excluded/STEP/SOURCE/`, malformed records
--> `OUT/malformed/SOURCE/`), the dedup stages `dedup/SOURCE/NAME` (`bloomforge.data.dedup`, into
-`OUT/work/deduped/SOURCE/`), and stage `final/SOURCE` (PII redaction -> `OUT/documents/SOURCE/
-LANGUAGE/RANK.jsonl.gz`, originals -> `OUT/restricted/pii/SOURCE/`). Every stage logs under
+ROOTS): stage `filter/SOURCE` (one task per input file: reader -> language id -> PII redaction
+(originals -> `OUT/restricted/pii/SOURCE/`) -> ROOTS filters -> `OUT/work/filtered/SOURCE/`,
+removed documents -> `OUT/excluded/STEP/SOURCE/`, malformed records -> `OUT/malformed/SOURCE/`),
+the dedup stages `dedup/SOURCE/NAME` (`bloomforge.data.dedup`, into `OUT/work/deduped/SOURCE/`),
+and stage `final/SOURCE` (-> `OUT/documents/SOURCE/LANGUAGE/RANK.jsonl.gz`). Every stage logs under
 `OUT/logs/STAGE/`, so `read_ledger(OUT/logs)` sees all of them and datatrove's completion markers
 there let a rerun skip finished tasks. `OUT/config.yaml` (the resolved config) is written first,
 `OUT/stats.json` last (temp file + rename; it is removed when a run starts, so its presence
 means the run finished).
 
-OUT/work, OUT/excluded and OUT/malformed hold text before PII redaction: treat them as restricted
-like OUT/restricted; OUT/documents is the redacted corpus.
+PII is redacted right after reading (BigScience redacted the final corpus; redacting first means
+excluded and intermediate documents are redacted too). Only OUT/restricted and OUT/malformed
+(records that could not be parsed, kept as they were) hold unredacted text.
 """
 
 from __future__ import annotations
@@ -115,11 +116,25 @@ def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
             url_key=src.url_key,
         )
         steps: list = [reader]
+        quality: list = []
         if src.filters_on:
             fcfg = filter_config(config, src)
-            steps += [filters.language_id_step(fcfg, src.language), *filters.filter_steps(fcfg)]
-            for step in steps[1:]:
-                _exclusion_writer(step, out, src.name)
+            steps.append(filters.language_id_step(fcfg, src.language))
+            quality = filters.filter_steps(fcfg)
+        if src.pii:
+            # Before the filters, so nothing written after this point (work/, excluded/,
+            # documents/) holds the originals: they exist only in restricted/pii/.
+            steps.append(
+                PIIRedactor(
+                    str(out / "restricted" / "pii"),
+                    src.name,
+                    config.pii.types,
+                    config.pii.public_ips_only,
+                )
+            )
+        for step in quality:
+            _exclusion_writer(step, out, src.name)
+        steps += quality
         filtered = out / "work" / "filtered" / src.name
         steps.append(JsonWriter(str(filtered)))
         filter_stages.append(Stage(f"filter/{src.name}", "filter", src.name, steps, len(files)))
@@ -137,15 +152,6 @@ def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
                 name = f"dedup/{src.name}/{s.name}"
                 dedup_stages.append(Stage(name, "dedup", src.name, list(s.pipeline), s.tasks))
         final: list = [FolderReader(str(final_input))]
-        if src.pii:
-            final.append(
-                PIIRedactor(
-                    str(out / "restricted" / "pii"),
-                    src.name,
-                    config.pii.types,
-                    config.pii.public_ips_only,
-                )
-            )
         final.append(Tally())
         final.append(
             JsonWriter(

@@ -24,7 +24,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from bloomforge.data import inputs
 from bloomforge.data.ledger import IN, KEPT, ledger_key, record
-from bloomforge.data.prepare.config import ISO_639_1
+from bloomforge.data.prepare.config import LANGUAGES
 
 READ_STEP = "read"
 UNKNOWN = "unknown"
@@ -101,7 +101,7 @@ class SourceReader(PipelineStep):
                 "source": self.source,
                 # a language named by the record or file name counts only as ISO 639-1 ("web.jsonl"
                 # is not Web); otherwise language identification decides
-                "language": d.language if d.language in ISO_639_1 else UNKNOWN,
+                "language": d.language if d.language in LANGUAGES else UNKNOWN,
                 "file": d.file,
                 "line": d.line,
             }

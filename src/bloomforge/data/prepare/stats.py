@@ -62,7 +62,10 @@ def filters_off(config: Any) -> list[dict[str, str]]:
     """Steps that did not run, per source, with the reason (shown in the report)."""
     off: list[dict[str, str]] = []
     for src in config.sources:
-        if not src.filters_on:
+        if src.language == "code":
+            why = "a code source: ROOTS' quality filters and language id are for natural language"
+            off.append({"source": src.name, "filter": "all filters", "why": why})
+        elif not src.filters_on:
             off.append({"source": src.name, "filter": "all filters", "why": "filters: false"})
         else:
             off += [{"source": src.name, **item} for item in _filters_disabled(config, src)]
@@ -93,7 +96,7 @@ def build_stats(out: Path, config: dict, stages: list[dict], settings: dict) -> 
         steps[stage["name"]] = _step_order(files)
         for r in ledger_from_stats(files):
             ledger.append({"stage": stage["name"], **r.__dict__})
-        if stage["group"] == "final":
+        if stage["group"] == "filter":  # PII is redacted in the filter stage
             for source, langs in _pii_counts(files).items():
                 pii.setdefault(source, {}).update(langs)
     stats: dict[str, Any] = {
