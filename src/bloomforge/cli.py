@@ -10,7 +10,7 @@ import argparse
 import importlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from bloomforge.errors import BloomforgeError
 from bloomforge.typed_config import ConfigError
@@ -25,20 +25,6 @@ _COMMAND_MODULES = (
     "bloomforge.science.commands",  # plan, scaling, ablate, carbon
     "bloomforge.pipeline.commands",  # run, demo
 )
-
-# Stages whose engines land with later issues: listed so `--help` shows the whole pipeline.
-_PLANNED = {
-    "data": ("prepare, report and tokenize multilingual text", "issues 3 and 6"),
-    "tokenizer": ("train a byte-level BPE tokenizer; fertility tables", "issue 3"),
-    "train": ("train a model from a recipe (single process or torchrun)", "issues 4 and 5"),
-    "eval": ("zero-shot tasks and perplexity per language", "issue 7"),
-    "plan": ("compute, memory, time, energy for a budget or a shape", "issue 8"),
-    "scaling": ("fit scaling laws to (N, D, loss) runs", "issue 8"),
-    "ablate": ("train and compare a grid of architecture variants", "issue 8"),
-    "carbon": ("energy and CO2 of a run", "issue 8"),
-    "run": ("every stage of a recipe in one run folder", "issue 9"),
-    "demo": ("the whole pipeline on text found on this machine", "issue 9"),
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,20 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         commands.register(sub)
-    for name, (help_text, issue) in _PLANNED.items():
-        if name in sub.choices:
-            continue
-        planned = sub.add_parser(name, help=f"{help_text} [not yet available: {issue}]")
-        planned.add_argument("rest", nargs=argparse.REMAINDER)
-        planned.set_defaults(func=_planned(name, issue))
     return p
-
-
-def _planned(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise BloomforgeError(f"'{name}' is not available in this version yet (tracked in {issue})")
-
-    return run
 
 
 def _model_config(name: str, overrides: Sequence[str]):

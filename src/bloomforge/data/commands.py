@@ -10,7 +10,7 @@ import argparse
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    data = commands.add_parser("data", help="prepare and tokenize multilingual text")
+    data = commands.add_parser("data", help="prepare, report and tokenize multilingual text")
     sub = data.add_subparsers(title="data commands", metavar="ACTION")
     data.set_defaults(func=lambda args: data.print_help() or 0)
 
