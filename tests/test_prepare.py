@@ -29,6 +29,7 @@ from bloomforge.data.prepare import (
     prepare,
 )
 from bloomforge.data.prepare import pipeline as pipeline_mod
+from bloomforge.data.prepare.config import PrepareConfig, SourceConfig
 from bloomforge.errors import BloomforgeError
 
 # The inputs, and what a reader must make of them (hand-counted).
@@ -346,3 +347,33 @@ def test_reader_sets_aside_bad_parquet_and_truncated_gzip(tmp_path):
     assert ("broken.parquet", 1, "corrupt or truncated file") in aside
     assert [a[2] for a in aside if a[0] == "cut.jsonl.gz"] == ["corrupt or truncated file"]
     assert stats.skipped["corrupt or truncated file"] == 2
+
+
+@pytest.mark.parametrize(("scope", "removed_from_b"), [("source", 0), ("corpus", 3)])
+def test_dedup_scope_corpus_finds_copies_across_sources(tmp_path, scope, removed_from_b):
+    """The same catalogue shipped by two packages: per-source dedup keeps both copies, corpus
+    dedup keeps the first source's (sources in name order) and removes the other's."""
+    lines = [
+        "The quick brown fox jumps over the lazy dog near the river bank today.",
+        "A journey of a thousand miles begins with a single step, they say.",
+        "Colourless green ideas sleep furiously in the quiet library at night.",
+    ]
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    config = config_from_inputs(
+        [f"a={tmp_path}/a.txt", f"b={tmp_path}/b.txt"], filters=False, dedup=True, pii=False
+    )
+    config.dedup_scope = scope
+    stats = prepare(config, tmp_path / "out")
+    assert stats["totals"]["a"]["final"] == 3
+    assert stats["totals"]["b"]["final"] == 3 - removed_from_b
+    assert all(t["adds_up"] for t in stats["totals"].values())
+    removed_b = sum(n for r in stats["totals"]["b"]["removed"].values() for n in r.values())
+    assert removed_b == removed_from_b
+
+
+def test_dedup_scope_corpus_rejects_per_source_dedup_settings(tmp_path):
+    with pytest.raises(ValueError, match="dedup_scope"):
+        PrepareConfig(
+            sources=[SourceConfig(name="a", paths=["x"], dedup=False)], dedup_scope="corpus"
+        )

@@ -132,6 +132,9 @@ class PrepareConfig:
     sources: list[SourceConfig]
     filters: dict[str, Any] = field(default_factory=dict)  # FilterConfig section
     dedup: dict[str, Any] = field(default_factory=dict)  # DedupConfig section
+    # "source": each source deduplicated on its own (ROOTS kept sources apart); "corpus": all
+    # sources together, the first copy kept in source order (copies shipped by two sources go).
+    dedup_scope: Literal["source", "corpus"] = "source"
     pii: PIISettings = field(default_factory=PIISettings)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -139,6 +142,13 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if not self.sources:
             raise ValueError("key 'sources': give at least one source")
+        if self.dedup_scope == "corpus":
+            for src in self.sources:
+                if src.dedup is not True:
+                    raise ValueError(
+                        f"key 'dedup_scope': 'corpus' deduplicates all sources together with the "
+                        f"top-level dedup section; source {src.name!r} sets its own 'dedup'"
+                    )
         names = [s.name for s in self.sources]
         for name in names:
             if names.count(name) > 1:

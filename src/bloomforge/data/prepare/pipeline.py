@@ -99,6 +99,9 @@ def _exclusion_writer(step: Any, out: Path, source: str) -> None:
         step.exclusion_writer = JsonWriter(str(folder), output_filename=f"{source}/${{rank}}.jsonl")
 
 
+CORPUS = "_corpus"  # the dedup stages' name when all sources are deduplicated together
+
+
 def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
     """Every stage of the run, in the order they must run."""
     out = Path(out).resolve()
@@ -140,7 +143,9 @@ def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
         filter_stages.append(Stage(f"filter/{src.name}", "filter", src.name, steps, len(files)))
 
         final_input = filtered
-        if src.dedup_on:
+        if src.dedup_on and config.dedup_scope == "corpus":
+            final_input = out / "work" / "deduped" / src.name  # written by the corpus stages
+        elif src.dedup_on:
             final_input = out / "work" / "deduped" / src.name
             for s in dedup.dedup_stages(
                 str(filtered),
@@ -160,6 +165,19 @@ def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
             )
         )
         final_stages.append(Stage(f"final/{src.name}", "final", src.name, final, len(files)))
+    if config.dedup_scope == "corpus":
+        # One set of dedup stages over every source's filtered files (sorted by source name,
+        # then file: the first copy in that order is kept); outputs mirror work/filtered/SOURCE.
+        for s in dedup.dedup_stages(
+            str(out / "work" / "filtered"),
+            str(out / "work" / "deduped"),
+            str(out / "work" / "dedup" / CORPUS),
+            dedup_config(config, config.sources[0]),
+            sum(st.tasks for st in filter_stages),
+        ):
+            dedup_stages.append(
+                Stage(f"dedup/{CORPUS}/{s.name}", "dedup", CORPUS, s.pipeline, s.tasks)
+            )
     return filter_stages + dedup_stages + final_stages
 
 

@@ -122,6 +122,8 @@ def build_stats(out: Path, config: dict, stages: list[dict], settings: dict) -> 
         "filters_off": filters_off(cfg),
     }
     dedup_sources = [s.name for s in cfg.sources if s.dedup_on]
+    if dedup_sources and cfg.dedup_scope == "corpus":
+        dedup_sources = ["_corpus"]
     if dedup_sources:
         from bloomforge.data import dedup
 
