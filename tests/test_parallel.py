@@ -1,7 +1,7 @@
 """Distributed training against a single-process reference (gloo, CPU, world size 2).
 
 For each layout (FSDP2 data parallel, DTensor tensor parallel, pipeline GPipe / 1F1B /
-interleaved 1F1B, dp x tp) a short float32 run of a 4-layer model must give the single-process
+interleaved 1F1B, dp x tp) 20 float32 steps of the tiny preset must give the single-process
 losses and final weights within 1e-5, and a checkpoint written by one layout must resume on
 another (dp2 -> tp2, pp2 -> one process) and end equal to the uninterrupted run.
 """
@@ -24,14 +24,13 @@ from bloomforge.training.loop import Trainer
 from distributed import run_distributed_test
 from token_data import corpus_lines, write_token_folder
 
-STEPS = 12
+STEPS = 20
 TOKENS_PER_STEP = 8 * 32
 
 
 def _overrides(tokens: Path, out: Path, steps: int = STEPS, **extra) -> list[str]:
     base = {
-        "model": "micro",
-        "model.n_layer": 4,
+        "model": "tiny",  # 4 layers, hidden 128, 4 heads
         "data.tokens": tokens,
         "data.seq_len": 32,
         "train.global_batch_size": 8,
@@ -153,6 +152,18 @@ def test_resume_pp2_checkpoint_in_one_process(two_rank_runs, tokens, reference):
     _assert_same_run(run, reference)
 
 
+def test_export_of_a_sharded_run_loads_in_transformers(two_rank_runs, tmp_path):
+    """A checkpoint written by FSDP2 ranks is consolidated: `bloomforge export` takes it as is."""
+    from transformers import BloomForCausalLM
+
+    from bloomforge.cli import main
+
+    assert main(["export", str(two_rank_runs / "fsdp-dp2"), str(tmp_path / "hf")]) == 0
+    model = BloomForCausalLM.from_pretrained(tmp_path / "hf")
+    ours = _final_weights(two_rank_runs / "fsdp-dp2")
+    assert torch.equal(model.transformer.word_embeddings.weight, ours["tok_embeddings.weight"])
+
+
 def test_tp_keeps_replicated_layernorms_identical(two_rank_runs):
     # _check_tp_replicas asserted inside the ranks (a failure fails the fixture); it also wrote:
     assert (two_rank_runs / "tp-replicas" / "checked").read_text() == "ok"
@@ -203,5 +214,5 @@ def test_torchrun_cli_trains_a_pipeline(tokens, reference, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("done: step 12") == 1  # printed by rank 0 only
+    assert done.stdout.count(f"done: step {STEPS}") == 1  # printed by rank 0 only
     _assert_same_run(run, reference)
