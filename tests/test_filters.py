@@ -410,3 +410,23 @@ def test_ledger_adds_up_through_executor(tmp_path):
         + totals["character_repetition"]["character_repetition"]
         >= 1
     )  # "buy buy ..."
+
+
+def test_each_filter_alone_counts_every_filter_that_would_reject():
+    """A document failing two filters counts for both (the chain removes it at the first)."""
+    from bloomforge.data.filters import EachFilterAlone
+
+    chain = filter_steps(FilterConfig(filters=["number_words", "word_repetition"]))
+    short = "un deux"  # 2 words < fr's minimum of 13; no 5-gram at all: number_words only
+    loop = " ".join(["le chat le chat le chat le chat le chat"] * 4)  # 40 words
+    # loop: every 5-gram occurs more than once, ratio 1 > fr's 0.13: word_repetition only
+    both = "a b c d e a b c d e a b"  # 12 words < 13, and 6 of its 8 5-grams repeat (0.75)
+    docs = [
+        Document(text=t, id=str(i), metadata={"source": "s", "language": "fr"})
+        for i, t in enumerate([short, loop, both])
+    ]
+    step = EachFilterAlone(chain)
+    assert [d.text for d in step.run(iter(docs))] == [short, loop, both]  # removes nothing
+    stats = step.stats.stats.items()
+    counts = {k.split("|")[3]: v.total for k, v in stats if k.startswith("alone|")}
+    assert counts == {"_documents": 3, "number_words": 2, "word_repetition": 2}

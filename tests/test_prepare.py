@@ -211,6 +211,9 @@ def test_filters_are_wired_and_removals_counted(prepared, tmp_path, monkeypatch)
     fake.language_id_step = lambda config, language: _MinChars(0)  # keeps all: LID stand-in
     fake.filter_steps = lambda config: [_MinChars(config.min_chars)]
     fake.disabled_filters = lambda config: {}
+    from bloomforge.data.filters import EachFilterAlone
+
+    fake.EachFilterAlone = EachFilterAlone
     monkeypatch.setitem(sys.modules, "bloomforge.data.filters", fake)
     import bloomforge.data.prepare.pipeline as pipeline_module
 
@@ -235,6 +238,8 @@ def test_filters_are_wired_and_removals_counted(prepared, tmp_path, monkeypatch)
         "Gamma one",
     ]
     assert {d["metadata"]["filter_reason"] for d in excluded} == {"too_short"}
+    alone = stats["each_filter_alone"]  # one filter: alone = what the chain removed
+    assert alone["fr"]["fr"]["min_chars"] == 2 and alone["en"]["en"]["min_chars"] == 1
 
 
 def test_slurm_and_ray_executors(prepared, tmp_path):

@@ -22,8 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from bloomforge.atomic import atomic_directory
-from bloomforge.data.prepare.stats import language_table, step_table, write_json_atomic
+from bloomforge.data.prepare.stats import (
+    alone_table,
+    language_table,
+    step_table,
+    write_json_atomic,
+)
 from bloomforge.errors import BloomforgeError
+
+FIGURE_LANGUAGES = 20
 
 
 def load_stats(prepared: str | Path) -> dict:
@@ -51,6 +58,17 @@ def _bars(
     if legend or len(series) > 1:
         ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+
+
+def _top_languages(stats: dict, n: int = FIGURE_LANGUAGES) -> set[str]:
+    """The n languages with the most documents entering any step (per-step figures show these;
+    language id on web text finds dozens of languages with a document or two each)."""
+    docs: dict[str, int] = {}
+    for row in stats.get("ledger", []):
+        if row.get("outcome") == "in":
+            lang = row["language"]
+            docs[lang] = max(docs.get(lang, 0), int(row["documents"]))
+    return set(sorted(docs, key=lambda lang: (-docs[lang], lang))[:n])
 
 
 def _save(fig: Any, folder: Path, name: str) -> str:
@@ -81,15 +99,27 @@ def _figures(stats: dict, folder: Path) -> list[tuple[str, str]]:
         ax.set_title("Removed by filtering and deduplication, per language", fontsize=11)
         out.append(("Removed per language", _save(fig, folder, "removed_by_language.png")))
 
+    top = _top_languages(stats)
+    alone = alone_table(stats)
+    if alone:
+        langs = sorted({lang for v in alone.values() for lang in v} & top)
+        fig = Figure(figsize=(max(6, 0.5 * len(langs) * len(alone) ** 0.5 + 3), 4))
+        ax = fig.subplots()
+        series = {f: [v.get(lang, 0.0) for lang in langs] for f, v in sorted(alone.items())}
+        _bars(ax, langs, series, "% of documents", legend=True)
+        title = "Discarded by each filter alone, per language (ROOTS figure)"
+        ax.set_title(title, fontsize=11)
+        out.append((title, _save(fig, folder, "discarded_by_filter_alone.png")))
+
     for group, title, name in (
-        ("filter", "Discarded by each filter, per language", "discarded_by_filter.png"),
+        ("filter", "Discarded by each filter in turn, per language", "discarded_by_filter.png"),
         ("dedup", "Removed by deduplication, per language", "dedup_rates.png"),
     ):
         # Steps that removed something (PII redaction and language id never remove).
         steps = {s: v for s, v in step_table(stats, group).items() if any(v.values())}
         if not steps:
             continue
-        langs = sorted({lang for v in steps.values() for lang in v})
+        langs = sorted({lang for v in steps.values() for lang in v} & top)
         fig = Figure(figsize=(max(6, 0.5 * len(langs) * len(steps) ** 0.5 + 3), 4))
         ax = fig.subplots()
         series = {s: [v.get(lang, 0.0) for lang in langs] for s, v in steps.items()}

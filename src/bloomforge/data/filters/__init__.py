@@ -5,13 +5,15 @@ documents whose metadata carries `source` and `language`. Out: `language_id_step
 language)` (adds `language_score`, sets `language` for "auto" sources) and
 `filter_steps(config)`, the enabled filters in ROOTS order, each a ledger-counted datatrove filter
 that removes documents with a named reason. `disabled_filters(config)` says which filters cannot
-run and why. See docs/data-filters.md.
+run and why. `EachFilterAlone(filters)` counts what each filter would discard on its own (the
+ROOTS paper's figure). See docs/data-filters.md.
 """
 
 from __future__ import annotations
 
 from datatrove.pipeline.base import PipelineStep
 
+from bloomforge.data.filters.alone import EachFilterAlone, read_alone
 from bloomforge.data.filters.config import FILTER_NAMES, STOPWORDSISO, FilterConfig
 from bloomforge.data.filters.lid import AUTO, LanguageId, identify
 from bloomforge.data.filters.params import bigscience_parameters, language_parameters
@@ -21,6 +23,7 @@ from bloomforge.data.filters.resources import check_list_file, disabled_filters
 __all__ = [
     "AUTO",
     "FILTER_NAMES",
+    "EachFilterAlone",
     "FilterConfig",
     "LanguageId",
     "RootsFilter",
@@ -30,6 +33,7 @@ __all__ = [
     "identify",
     "language_id_step",
     "language_parameters",
+    "read_alone",
 ]
 
 

@@ -137,6 +137,8 @@ def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
             )
         for step in quality:
             _exclusion_writer(step, out, src.name)
+        if quality:
+            steps.append(filters.EachFilterAlone(quality))
         steps += quality
         filtered = out / "work" / "filtered" / src.name
         steps.append(JsonWriter(str(filtered)))

@@ -10,8 +10,11 @@ list of stages. Out: `stats.json` (written atomically, last) with
 - `totals`: per source documents read, in the final corpus, removed per step and reason, and
   whether they add up; `final`: documents and bytes per source x language of OUT/documents;
 - `pii`: spans per source x language x type; `dedup_summary` when dedup ran;
+- `each_filter_alone`: per source x language, documents entering the filters and how many each
+  filter would discard on its own (`bloomforge.data.filters.alone`, the ROOTS figure);
 - `filters_off`: which filters did not run, and why; `steps`: step order per stage.
-`language_table` and `step_table` turn it into the ROOTS paper's table and figure data.
+`language_table`, `step_table` and `alone_table` turn it into the ROOTS paper's table and
+figure data.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bloomforge.data.filters import read_alone
 from bloomforge.data.ledger import IN, KEPT, PREFIX, ledger_from_stats, task_stats_files
 from bloomforge.data.pii import PII_STAT
 
@@ -90,7 +94,7 @@ def build_stats(out: Path, config: dict, stages: list[dict], settings: dict) -> 
 
     out = Path(out)
     cfg = from_dict(PrepareConfig, config)
-    ledger, steps, pii = [], {}, {}
+    ledger, steps, pii, alone = [], {}, {}, {}
     for stage in stages:
         files = _stage_files(out, stage["name"])
         steps[stage["name"]] = _step_order(files)
@@ -99,6 +103,8 @@ def build_stats(out: Path, config: dict, stages: list[dict], settings: dict) -> 
         if stage["group"] == "filter":  # PII is redacted in the filter stage
             for source, langs in _pii_counts(files).items():
                 pii.setdefault(source, {}).update(langs)
+            for source, langs in read_alone(files).items():
+                alone.setdefault(source, {}).update(langs)
     stats: dict[str, Any] = {
         "settings": settings,
         "sources": {
@@ -119,6 +125,7 @@ def build_stats(out: Path, config: dict, stages: list[dict], settings: dict) -> 
         "totals": _totals(ledger),
         "final": _final(ledger),
         "pii": pii,
+        "each_filter_alone": alone,
         "filters_off": filters_off(cfg),
     }
     dedup_sources = [s.name for s in cfg.sources if s.dedup_on]
@@ -264,4 +271,21 @@ def step_table(stats: dict, group: str | None = None) -> dict[str, dict[str, flo
             lang: 100.0 * removed[step][lang] / n for lang, n in sorted(reach[step].items()) if n
         }
         for step in seen
+    }
+
+
+def alone_table(stats: dict) -> dict[str, dict[str, float]]:
+    """{filter: {language: % of the language's documents it would discard on its own}}, summed
+    over sources (the ROOTS paper's per-filter figure)."""
+    seen: dict[str, int] = defaultdict(int)
+    removed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for langs in stats.get("each_filter_alone", {}).values():
+        for lang, counts in langs.items():
+            seen[lang] += counts.get("_documents", 0)
+            for name, n in counts.items():
+                if name != "_documents":
+                    removed[name][lang] += n
+    return {
+        name: {lang: 100.0 * per_lang.get(lang, 0) / seen[lang] for lang in seen if seen[lang]}
+        for name, per_lang in removed.items()
     }
