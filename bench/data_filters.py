@@ -36,7 +36,7 @@ from datatrove.data import Document
 from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
 from datatrove.utils.word_tokenizers import WordTokenizer, strip_strings
 
-from bloomforge.data.filters import FilterConfig, filter_steps, language_id_step
+from bloomforge.data.filters import EachFilterAlone, FilterConfig, filter_steps, language_id_step
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -117,8 +117,13 @@ def main() -> None:
             GopherQualityFilter(language=split_tok),
             GopherRepetitionFilter(language=split_tok),
         ]
+    chain = filter_steps(config)
+    # as `data prepare` runs it: also every filter's verdict on every document (the report's
+    # "each filter alone" figure)
+    ours_alone = [language_id_step(config, "auto"), EachFilterAlone(chain), *chain]
     runners: dict[str, Callable[[], tuple[float, float, int]]] = {
-        "bloomforge": lambda: run_chain(ours, texts)
+        "bloomforge": lambda: run_chain(ours, texts),
+        "bloomforge + each-filter-alone stats": lambda: run_chain(ours_alone, texts),
     }
     if args.lid_chars:
         capped = replace(config, lid_text_chars=args.lid_chars)

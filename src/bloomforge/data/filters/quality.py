@@ -147,6 +147,9 @@ class RootsFilter(CountedFilter):
         self.config = config or FilterConfig()
         self.name = f"ROOTS {self.ledger_name}"
         self._settings: dict[str, dict[str, Any]] = {}
+        # The verdict on the last document: `EachFilterAlone` asks every filter first, then the
+        # chain asks again for the same document object; the second time costs nothing.
+        self._last: tuple[Document | None, bool | tuple[bool, str]] = (None, True)
 
     def settings(self, language: str) -> dict[str, Any]:
         found = self._settings.get(language)
@@ -165,10 +168,13 @@ class RootsFilter(CountedFilter):
         return words.words(doc.text, p["strip_characters"], p["_script_split"])
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        last, verdict = self._last
+        if last is doc:
+            return verdict
         p = self.settings(str(doc.metadata.get("language", "unknown")))
-        if not p[self.cond_key]:
-            return True
-        return self.check(doc, p)
+        verdict = self.check(doc, p) if p[self.cond_key] else True
+        self._last = (doc, verdict)
+        return verdict
 
     def check(self, doc: Document, p: dict[str, Any]) -> bool | tuple[bool, str]:
         raise NotImplementedError
