@@ -172,13 +172,15 @@ def render_html(facts: dict[str, Any]) -> str:
         [
             s,
             f"{r['seconds']:.1f}",
+            f"{r['stage_peak_rss_mb']:.0f}" if r.get("stage_peak_rss_mb") is not None else "",
             f"{r.get('max_rss_mb', 0):.0f}",
             r["finished"],
             r["fingerprint"][:12],
         ]
         for s, r in facts["records"].items()
     ]
-    h.append(table(["stage", "seconds", "peak RSS so far (MB)", "finished", "fingerprint"], rows))
+    header = ["stage", "seconds", "stage peak RSS (MB)", "process peak so far (MB)", "finished"]
+    h.append(table([*header, "fingerprint"], rows))
     body = "\n".join(h)
     return (
         "<!doctype html><html><head><meta charset=utf-8>"

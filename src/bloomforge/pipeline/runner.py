@@ -16,6 +16,7 @@ instead of starting over. Stages outside --from/--until are not run; their outpu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -113,10 +114,28 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _peak_rss_mb() -> dict[str, float]:
-    """Peak resident memory so far (Linux reports KiB) of this process and of its children."""
+    """Peak resident memory so far (Linux reports KiB) of this process and of its children, and
+    this process's peak since `_reset_stage_peak` (None where /proc does not tell)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"max_rss_mb": round(own, 1), "children_max_rss_mb": round(kids, 1)}
+    stage = None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                stage = round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return {
+        "max_rss_mb": round(own, 1),
+        "children_max_rss_mb": round(kids, 1),
+        "stage_peak_rss_mb": stage,
+    }
+
+
+def _reset_stage_peak() -> None:
+    """Start a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def select(stages: list[Stage], first: str | None, last: str | None) -> list[str]:
@@ -194,6 +213,7 @@ def run_stages(
         why = "resuming" if previous == fp else "running"
         ctx.echo(f"[{stage.name}] {why}")
         stage_ctx = Context(run, ctx.recipe, resume=previous == fp and not force, echo=ctx.echo)
+        _reset_stage_peak()
         t0 = time.perf_counter()
         details = stage.fn(stage_ctx)
         record = {
@@ -208,7 +228,9 @@ def run_stages(
         }
         _write_json(record_path(run, stage.name), record)  # last: the stage is now complete
         started_file.unlink(missing_ok=True)
-        ctx.echo(f"[{stage.name}] done in {record['seconds']:.1f} s")
+        peak = record["stage_peak_rss_mb"]
+        memory = f", peak {peak:.0f} MB" if peak is not None else ""
+        ctx.echo(f"[{stage.name}] done in {record['seconds']:.1f} s{memory}")
         fingerprints[stage.name] = fp
         done[stage.name] = {**record, "skipped": False}
     return done
