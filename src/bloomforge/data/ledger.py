@@ -4,7 +4,8 @@ In: datatrove `Document`s passing through bloomforge's pipeline steps (`metadata
 `metadata["language"]` set by the reader and language identification). Out: counters in the
 step's datatrove `Stats` (saved per task in `LOGGING_DIR/stats/NNNNN.json` by datatrove's
 executors, so finished tasks keep theirs on resume), and `read_ledger(folder)`, which adds them
-up over tasks and pipeline stages into rows `(step, source, language, outcome, documents, bytes)`.
+up over tasks and pipeline stages into rows `(step, source, language, outcome, documents, bytes)`;
+`counters_by_source` does the same for other per-source, per-language counters.
 
 Outcome is `"in"`, `"kept"` or the removal reason. For every step, per source and language:
 documents in = kept + removed over all reasons, and the same for bytes (UTF-8 of the text the
@@ -117,3 +118,17 @@ def task_stats_files(logging_dir: Path) -> Iterator[Path]:
 
 def read_ledger(logging_dir: Path) -> list[LedgerRow]:
     return ledger_from_stats(task_stats_files(logging_dir))
+
+
+def counters_by_source(stats_files: Iterable[Path], prefix: str) -> dict[str, dict[str, dict]]:
+    """{source: {language: {name: total}}} of the counters `PREFIX|SOURCE|LANGUAGE|NAME` that a
+    step kept in its datatrove stats (PII spans per type, filters' verdicts alone, ...), summed
+    over task stats files."""
+    counts: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+    for path in stats_files:
+        for step_stats in json.loads(Path(path).read_text()):
+            for key, value in step_stats.get("stats", {}).items():
+                parts = key.split(_SEP)
+                if len(parts) == 4 and parts[0] == prefix:
+                    counts[parts[1]][parts[2]][parts[3]] += int(_stat_total(value))
+    return json.loads(json.dumps(counts))

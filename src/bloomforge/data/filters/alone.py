@@ -10,8 +10,6 @@ step gives the order-free view. `read_alone(files)` adds the counters up over ta
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import get_filter_result
 
 from bloomforge.data.filters.quality import RootsFilter
+from bloomforge.data.ledger import counters_by_source
 
 ALONE = "alone"
 SEEN = "_documents"
@@ -56,12 +55,4 @@ class EachFilterAlone(PipelineStep):
 
 def read_alone(stats_files: Iterable[Path]) -> dict[str, dict[str, dict[str, int]]]:
     """{source: {language: {"_documents": n, filter: removed alone}}} over datatrove task stats."""
-    counts: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
-    for path in stats_files:
-        for step in json.loads(Path(path).read_text()):
-            for key, value in step.get("stats", {}).items():
-                parts = key.split("|")
-                if len(parts) == 4 and parts[0] == ALONE:
-                    total = value.get("total", 0) if isinstance(value, dict) else value
-                    counts[parts[1]][parts[2]][parts[3]] += int(total)
-    return json.loads(json.dumps(counts))
+    return counters_by_source(stats_files, ALONE)

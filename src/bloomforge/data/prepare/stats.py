@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from bloomforge.data.filters import read_alone
-from bloomforge.data.ledger import IN, KEPT, PREFIX, ledger_from_stats, task_stats_files
+from bloomforge.data.ledger import (
+    IN,
+    KEPT,
+    PREFIX,
+    counters_by_source,
+    ledger_from_stats,
+    task_stats_files,
+)
 from bloomforge.data.pii import PII_STAT
 
 READ, OUTPUT = "read", "output"
@@ -48,18 +55,6 @@ def _step_order(files: list[Path]) -> list[str]:
                 if len(parts) == 6 and parts[0] == PREFIX and parts[1] not in order:
                     order.append(parts[1])
     return order
-
-
-def _pii_counts(files: list[Path]) -> dict[str, dict[str, dict[str, int]]]:
-    counts: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
-    for path in files:
-        for step in json.loads(path.read_text()):
-            for key, value in step.get("stats", {}).items():
-                parts = key.split("|")
-                if len(parts) == 4 and parts[0] == PII_STAT:
-                    total = value.get("total", 0) if isinstance(value, dict) else value
-                    counts[parts[1]][parts[2]][parts[3]] += int(total)
-    return json.loads(json.dumps(counts))
 
 
 def filters_off(config: Any) -> list[dict[str, str]]:
@@ -101,7 +96,7 @@ def build_stats(out: Path, config: dict, stages: list[dict], settings: dict) -> 
         for r in ledger_from_stats(files):
             ledger.append({"stage": stage["name"], **r.__dict__})
         if stage["group"] == "filter":  # PII is redacted in the filter stage
-            for source, langs in _pii_counts(files).items():
+            for source, langs in counters_by_source(files, PII_STAT).items():
                 pii.setdefault(source, {}).update(langs)
             for source, langs in read_alone(files).items():
                 alone.setdefault(source, {}).update(langs)
