@@ -87,6 +87,10 @@ class Trainer:
         self.run = Path(recipe.out)
         self.rank, self.world_size = rank, world_size
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda" and self.device.index is None:
+            # the GPU torchrun's LOCAL_RANK selected (env.init_distributed), with its index:
+            # pipeline stages and the mesh need an explicit device
+            self.device = torch.device("cuda", torch.cuda.current_device())
         p = recipe.parallel
         self.dims = ParallelDims.from_config(p.dp, p.tp, p.pp, world_size)
         self.mesh = build_mesh(self.dims, self.device.type) if world_size > 1 else None
