@@ -73,8 +73,7 @@ def save_checkpoint(
     with atomic_directory(out) as tmp:
         if model is not None:
             state = model if isinstance(model, dict) else model.state_dict()
-            state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-            save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
+            save_file(cpu_tensors(state), tmp / WEIGHTS, metadata={"format": "pt"})
         save_recipe(recipe, tmp / "config.yaml")
         if tokenizer_file is not None:
             shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
@@ -87,6 +86,11 @@ def save_checkpoint(
             info["files"] = {p.name: checksum(p) for p in sorted(tmp.iterdir())}
         (tmp / "meta.json").write_text(json.dumps(info, indent=2) + "\n")
     return Path(out)
+
+
+def cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU copies, as safetensors writes them."""
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
 def load_checkpoint(

@@ -50,10 +50,6 @@ def flat_state(
     return model_sd, optim_sd
 
 
-def _full(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().contiguous().cpu()
-
-
 def save_sharded(state: dict[str, torch.Tensor], staging: Path, name: str) -> Path:
     """All ranks write their shards of `state`; rank 0 consolidates them into
     `staging/NAME.safetensors` (returned). Collective: every rank must call it."""
@@ -96,8 +92,3 @@ def load_into(
     for part, opt, msd, osd in zip(parts, optimizers, models, optims, strict=True):
         set_model_state_dict(part, msd)
         set_optimizer_state_dict(part, opt, osd)
-
-
-def to_files(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A single process's state as plain CPU tensors for safetensors."""
-    return {k: _full(v) for k, v in state.items()}

@@ -142,6 +142,7 @@ class Trainer:
         self.parts, self.pipeline, self.fsdp = par.parts, par.runner, par.fsdp
         self.model = self.parts[0]
         self.optimizers = [build_optimizer(part, cfg) for part in self.parts]
+        self._clip_params = self._clip_param_lists()
         self._tied_group = None
         if self.pipeline is not None:
             from bloomforge.parallel.pipeline import tied_embedding_group
@@ -239,17 +240,20 @@ class Trainer:
             for part in self.parts:
                 sync_replicated_grads(part, self.mesh["tp"].get_group())
         sync_tied_embedding(self.parts, self._tied_group)
-        params, counted = [], []
-        for part, stage in zip(self.parts, self._stages(), strict=True):
-            for name, param in part.named_parameters():
-                params.append(param)
-                # The tied embedding's copy on the last stage is counted on the first.
-                if not (stage > 0 and name == "tok_embeddings.weight"):
-                    counted.append(param)
+        params, counted = self._clip_params
         return clip_grad_norm(params, counted, self.cfg.clip_grad, self.mesh, self.device)
 
-    def _stages(self) -> list[int]:
-        return self.pipeline.stages if self.pipeline is not None else [0]
+    def _clip_param_lists(self) -> tuple[list[Tensor], list[Tensor]]:
+        """All of this rank's parameters, and those its gradient norm counts: the tied
+        embedding's copy on the last pipeline stage is counted on the first."""
+        stages = self.pipeline.stages if self.pipeline is not None else [0]
+        params, counted = [], []
+        for part, stage in zip(self.parts, stages, strict=True):
+            for name, param in part.named_parameters():
+                params.append(param)
+                if not (stage > 0 and name == "tok_embeddings.weight"):
+                    counted.append(param)
+        return params, counted
 
     def _guard(self, loss: float, norm: float) -> str | None:
         """Why this step must be skipped, or None."""

@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 
 from bloomforge.checkpoint import (
     STEP_PREFIX,
+    cpu_tensors,
     read_safetensors,
     run_checkpoints,
     save_checkpoint,
@@ -94,7 +95,7 @@ def save_training_checkpoint(
             for name in ("model", "optimizer"):
                 os.replace(staging / f"{name}.safetensors", tmp / f"{name}.safetensors")
         else:
-            save_file(_cpu(optimizer_state), tmp / "optimizer.safetensors")
+            save_file(cpu_tensors(optimizer_state), tmp / "optimizer.safetensors")
         save_file(rng_tensors(), tmp / "rng.safetensors")
         (tmp / "trainer.json").write_text(json.dumps(trainer_state, indent=1) + "\n")
         fault_point("checkpoint-write", step)  # model written, the rest not yet renamed
@@ -117,10 +118,6 @@ def save_training_checkpoint(
 
         dist.barrier()
     return out
-
-
-def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(v).detach().contiguous().cpu() for k, v in state.items()}
 
 
 def verify(folder: Path) -> str | None:
