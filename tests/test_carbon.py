@@ -69,3 +69,51 @@ def test_cli_carbon_text_json_and_errors(capsys):
     assert "--country" in capsys.readouterr().err
     assert main(["carbon", "--energy-mwh", "433", "--country", "XYZ"]) == 2
     assert "no grid intensity" in capsys.readouterr().err
+
+
+# Luccioni et al. 2022, table 4: (model, inputs, CO2eq t, CO2eq x PUE t, PUE), published rounded
+# to the tonne. The inputs are the table's own (energy, PUE, grid) except where noted.
+PAPER_TABLE_4 = [
+    # Gopher: 1,066 MWh, PUE 1.08, 330 gCO2eq/kWh -> 352 t and 380 t.
+    ("Gopher", ["--energy-mwh", "1066", "--grid-gco2-per-kwh", "330"], 352, 380, 1.08),
+    # BLOOM from the repo's own tables: A100 TDP 400 W, the French grid's 57 g (the paper's);
+    # 1,082,990 GPU-hours -> 433 MWh -> 25 t and 30 t.
+    ("BLOOM", ["--gpu-hours", "1082990", "--gpu", "a100-80gb", "--country", "FRA"], 25, 30, 1.2),
+    # GPT-3: the table's 1,287 MWh is Patterson et al. 2021's figure, which already includes
+    # their PUE of 1.1 (their MWh = hours x processors x power x PUE); the IT energy is
+    # 1,287 / 1.1 = 1,170 MWh, at 429 gCO2eq/kWh -> 502 t and 552 t.
+    ("GPT-3", ["--energy-mwh", "1170", "--grid-gco2-per-kwh", "429"], 502, 552, 1.1),
+]
+
+
+@pytest.mark.parametrize(("model", "inputs", "without", "with_pue", "pue"), PAPER_TABLE_4)
+def test_cli_carbon_prints_both_columns_of_the_paper_table(
+    capsys, model, inputs, without, with_pue, pue
+):
+    argv = ["carbon", *inputs, "--pue", str(pue)]
+    assert main([*argv, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["co2_tonnes_without_pue"] == pytest.approx(without, abs=0.5), model
+    assert r["co2_tonnes_with_pue"] == pytest.approx(with_pue, abs=0.5), model
+    # The columns differ by exactly the PUE, for energy and for emissions.
+    assert r["co2_tonnes_with_pue"] == pytest.approx(r["co2_tonnes_without_pue"] * pue, rel=1e-12)
+    assert r["energy_mwh_with_pue"] == pytest.approx(r["energy_mwh_without_pue"] * pue, rel=1e-12)
+    assert r["co2_tonnes"] == r["co2_tonnes_with_pue"]  # the key older callers read
+    if model == "BLOOM":
+        assert r["energy_mwh_without_pue"] == pytest.approx(433, abs=0.5)
+
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "without PUE" in text and f"with PUE (x {pue:g})" in text
+    energy_row = next(line for line in text.splitlines() if line.startswith("energy "))
+    co2_row = next(line for line in text.splitlines() if line.startswith("emissions "))
+    # Left the figure without PUE, right the one with it; MWh to 0.1, tonnes to 0.01.
+    for key, row, unit, step in (
+        ("energy_mwh", energy_row, "MWh", 0.1),
+        ("co2_tonnes", co2_row, "tCO2eq", 0.01),
+    ):
+        shown = [float(v.replace(",", "")) for v in row.split()[1:] if v != unit]
+        assert shown == [
+            pytest.approx(r[f"{key}_without_pue"], abs=step / 2 + 1e-9),
+            pytest.approx(r[f"{key}_with_pue"], abs=step / 2 + 1e-9),
+        ], row

@@ -121,9 +121,48 @@ def test_bad_csv_is_named(tmp_path, capsys):
     bad = tmp_path / "runs.csv"
     bad.write_text("N,D\n1,2\n")
     assert main(["scaling", "fit", str(bad)]) == 2
-    assert "missing column(s) loss" in capsys.readouterr().err
+    assert "no column for loss (accepted, any case: loss)" in capsys.readouterr().err
     bad.write_text("N,D,loss\n" + "1e7,1e9,3.0\n" * 5 + "1e7,many,3.0\n")
     with pytest.raises(Exception, match="line 7"):
         read_runs(bad)
     assert main(["plan", "--gpu-hours", "1e5", "--law", str(tmp_path / "nope.json")]) == 2
     assert "no such law file" in capsys.readouterr().err
+
+
+def test_cli_fit_accepts_the_usual_column_names(tmp_path, capsys):
+    runs = synthetic(TRUTH)
+
+    def fit(header: str, order: tuple[int, ...] = (0, 1, 2)) -> dict:
+        path = tmp_path / f"{header.replace(',', '_')}.csv"
+        rows = [header] + [
+            ",".join((f"{a:.6g}", f"{b:.6g}", f"{c:.8g}")[i] for i in order)
+            for a, b, c in zip(runs.n, runs.d, runs.loss, strict=True)
+        ]
+        path.write_text("\n".join(rows) + "\n")
+        assert main(["scaling", "fit", str(path), "--json"]) == 0
+        return json.loads(capsys.readouterr().out)["params"]
+
+    canonical = fit("N,D,loss")
+    # Every alias at least once, mixed case, columns in another order than N, D, loss.
+    assert fit("params,tokens,loss") == canonical
+    assert fit("LOSS,Model_Size,D", (2, 0, 1)) == canonical
+    assert fit("tokens,n_params,Loss", (1, 0, 2)) == canonical
+    assert canonical["alpha"] == pytest.approx(0.34, abs=0.03)
+
+
+def test_missing_and_doubled_columns_are_one_line_errors(tmp_path, capsys):
+    bad = tmp_path / "runs.csv"
+    bad.write_text("size,count,value\n" + "1e7,1e9,3.0\n" * 5)
+    assert main(["scaling", "fit", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err
+    for quantity, accepted in (
+        ("parameters", "N, params, n_params, model_size"),
+        ("tokens", "D, tokens"),
+        ("loss", "loss"),
+    ):
+        assert f"no column for {quantity} (accepted, any case: {accepted})" in err
+    assert "(header: size, count, value)" in err
+    bad.write_text("N,params,D,loss\n" + "1e7,1e7,1e9,3.0\n" * 5)
+    assert main(["scaling", "fit", str(bad)]) == 2
+    assert "columns N and params both give parameters" in capsys.readouterr().err

@@ -2,11 +2,14 @@
 
 In: either an energy (MWh) or GPU-hours x a GPU's power x utilisation, a PUE and a grid carbon
 intensity (gCO2eq/kWh, given or looked up by ISO 3166 alpha-3 country code). Out: a json-able
-dict with energy and tonnes of CO2eq (`carbon_report`) and a text rendering.
+dict with energy and tonnes of CO2eq, each without and with the PUE (`carbon_report`), and a
+text rendering with the two side by side.
 
 Luccioni, Viguier, Ligozat 2022 ("Estimating the Carbon Footprint of BLOOM, a 176B Parameter
 Language Model"): 1,082,990 A100 GPU-hours, 433 MWh of dynamic consumption (which is
-GPU-hours x 400 W), 57 gCO2eq/kWh for the French grid, 24.69 tCO2eq of dynamic emissions.
+GPU-hours x 400 W), 57 gCO2eq/kWh for the French grid, 24.69 tCO2eq of dynamic emissions. Their
+table 4 compares models in two columns, "CO2eq emissions" and "CO2eq emissions x PUE"
+(BLOOM 25 t and 30 t at PUE 1.2); `carbon_report` gives both.
 """
 
 from __future__ import annotations
@@ -103,11 +106,22 @@ def co2_tonnes(energy_mwh: float, gco2_per_kwh: float) -> float:
 
 
 def carbon_report(energy: dict[str, Any], gco2_per_kwh: float, grid_source: str) -> dict[str, Any]:
+    """Energy and CO2 without the PUE (the IT equipment's draw) and with it (the facility's).
+
+    The `*_without_pue` / `*_with_pue` keys are the two columns of Luccioni et al. 2022, table 4;
+    `energy_mwh` and `co2_tonnes` (the facility figures) stay for the callers that read them.
+    """
+    it_mwh, facility_mwh = energy["it_energy_mwh"], energy["energy_mwh"]
+    co2 = co2_tonnes(facility_mwh, gco2_per_kwh)
     return {
         **energy,
         "grid_gco2_per_kwh": gco2_per_kwh,
         "grid_source": grid_source,
-        "co2_tonnes": co2_tonnes(energy["energy_mwh"], gco2_per_kwh),
+        "energy_mwh_without_pue": it_mwh,
+        "energy_mwh_with_pue": facility_mwh,
+        "co2_tonnes_without_pue": co2_tonnes(it_mwh, gco2_per_kwh),
+        "co2_tonnes_with_pue": co2,
+        "co2_tonnes": co2,
     }
 
 
@@ -121,11 +135,25 @@ def format_carbon(r: dict[str, Any]) -> str:
         if r.get("node_overhead_w"):
             rows.append(("node overhead per GPU", f"{r['node_overhead_w']:g} W"))
     rows += [
-        ("IT energy", f"{r['it_energy_mwh']:,.1f} MWh"),
         ("PUE", f"{r['pue']:g}"),
-        ("energy incl. PUE", f"{r['energy_mwh']:,.1f} MWh"),
         ("grid intensity", f"{r['grid_gco2_per_kwh']:g} gCO2eq/kWh ({r['grid_source']})"),
-        ("emissions", f"{r['co2_tonnes']:,.2f} tCO2eq"),
     ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    # The two columns of Luccioni et al. 2022, table 4: IT equipment alone, then x PUE.
+    table = [
+        ("", "without PUE", f"with PUE (x {r['pue']:g})"),
+        (
+            "energy",
+            f"{r['energy_mwh_without_pue']:,.1f} MWh",
+            f"{r['energy_mwh_with_pue']:,.1f} MWh",
+        ),
+        (
+            "emissions",
+            f"{r['co2_tonnes_without_pue']:,.2f} tCO2eq",
+            f"{r['co2_tonnes_with_pue']:,.2f} tCO2eq",
+        ),
+    ]
+    width = max(len(k) for k, *_ in rows + table)
+    w1, w2 = (max(len(t[i]) for t in table) for i in (1, 2))
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    lines += [f"{k:<{width}}  {a:>{w1}}  {b:>{w2}}" for k, a, b in table]
+    return "\n".join(lines)

@@ -17,7 +17,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     scaling = commands.add_parser("scaling", help="fit scaling laws to (N, D, loss) runs")
     ssub = scaling.add_subparsers(title="scaling commands", metavar="ACTION")
     fit = ssub.add_parser("fit", help="fit a law to runs.csv (columns N, D, loss[, name])")
-    fit.add_argument("runs", help="CSV with columns N, D, loss and optionally name")
+    fit.add_argument(
+        "runs",
+        help="CSV with columns N (or params, n_params, model_size), D (or tokens), loss "
+        "and optionally name; any case",
+    )
     fit.add_argument("--form", choices=("chinchilla", "kaplan", "compute"), default="chinchilla")
     fit.add_argument(
         "--grid",
@@ -41,9 +45,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     fit.set_defaults(func=_run_scaling_fit)
     scaling.set_defaults(func=lambda args: (scaling.print_help(), 0)[1])
 
-    carbon = commands.add_parser("carbon", help="energy and CO2 of a run")
+    carbon = commands.add_parser("carbon", help="energy and CO2 of a run, without and with PUE")
     src = carbon.add_mutually_exclusive_group(required=True)
-    src.add_argument("--energy-mwh", type=float, help="IT energy used (MWh)")
+    src.add_argument("--energy-mwh", type=float, help="IT energy used (MWh), before the PUE")
     src.add_argument("--gpu-hours", type=float, help="GPU-hours (with --gpu)")
     carbon.add_argument("--gpu", default="a100-80gb", help="GPU whose TDP is used (default A100)")
     carbon.add_argument("--gpu-power-w", type=float, help="power per GPU instead of the TDP")

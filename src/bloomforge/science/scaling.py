@@ -1,6 +1,7 @@
 """Fitting scaling laws to (N, D, loss) runs, with bootstrap confidence intervals and a plot.
 
-In: a CSV with columns N, D, loss (optional name). Out: a `ScalingLaw` (see `laws`), percentile
+In: a CSV with the parameter count, the token count and the loss (headers N / params / n_params /
+model_size, D / tokens, loss, any case; optional name). Out: a `ScalingLaw` (see `laws`), percentile
 confidence intervals from a bootstrap over runs, a json file `plan --law` reads, a PNG.
 
 Fitting follows Hoffmann et al. 2022, section 3.3 / appendix D.2: minimise the Huber loss
@@ -42,29 +43,52 @@ class Runs:
         return Runs(self.n[idx], self.d[idx], self.loss[idx], [self.names[i] for i in idx])
 
 
+# The header names people give each quantity (any case). The first is the one messages use.
+COLUMNS = {
+    "parameters": ("N", "params", "n_params", "model_size"),
+    "tokens": ("D", "tokens"),
+    "loss": ("loss",),
+}
+
+
+def _columns(path: Path, fieldnames: list[str] | None) -> dict[str, str]:
+    """Which header of the file holds each quantity; a one-line error if one is absent."""
+    header = {c.strip().lower(): c for c in (fieldnames or [])}
+    found, problems = {}, []
+    for quantity, accepted in COLUMNS.items():
+        hits = [header[a.lower()] for a in accepted if a.lower() in header]
+        if not hits:
+            problems.append(f"no column for {quantity} (accepted, any case: {', '.join(accepted)})")
+        elif len(hits) > 1:
+            problems.append(f"columns {' and '.join(hits)} both give {quantity}; keep one")
+        else:
+            found[quantity] = hits[0]
+    if problems:
+        seen = ", ".join(fieldnames or []) or "none"
+        raise BloomforgeError(f"{path}: {'; '.join(problems)} (header: {seen})")
+    if "name" in header:
+        found["name"] = header["name"]
+    return found
+
+
 def read_runs(path: str | Path) -> Runs:
-    """CSV with header N, D, loss (any case; `name` optional); one run per line."""
+    """CSV with one run per line: parameters, tokens, loss under any name in `COLUMNS`."""
     path = Path(path)
     if not path.is_file():
         raise BloomforgeError(f"{path}: no such file")
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
-        cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
-        missing = [c for c in ("n", "d", "loss") if c not in cols]
-        if missing:
-            raise BloomforgeError(
-                f"{path}: missing column(s) {', '.join(missing)} (need N, D, loss)"
-            )
+        cols = _columns(path, reader.fieldnames)
+        keys = [cols[q] for q in COLUMNS]
+        what = f"{keys[0]}, {keys[1]} and {keys[2]}"
         n, d, loss, names = [], [], [], []
         for line, row in enumerate(reader, start=2):
             try:
-                vals = [float(row[cols[c]]) for c in ("n", "d", "loss")]
+                vals = [float(row[k]) for k in keys]
             except (TypeError, ValueError):
-                raise BloomforgeError(
-                    f"{path} line {line}: N, D and loss must be numbers"
-                ) from None
+                raise BloomforgeError(f"{path} line {line}: {what} must be numbers") from None
             if min(vals) <= 0 or not all(map(math.isfinite, vals)):
-                raise BloomforgeError(f"{path} line {line}: N, D and loss must be positive")
+                raise BloomforgeError(f"{path} line {line}: {what} must be positive")
             n.append(vals[0])
             d.append(vals[1])
             loss.append(vals[2])
