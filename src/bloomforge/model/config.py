@@ -111,7 +111,11 @@ def _unknown_preset(name: str) -> str:
 
 
 def _bloom(name: str, n_layer: int, hidden: int, n_head: int) -> ModelConfig:
-    # Shapes from the BLOOM model cards / paper table 3; vocab padded as released (250880).
+    # Shapes as tr11 ran them (bigscience-workshop/bigscience, train/tr11-176B-ml/*.slurm and
+    # smaller_models/*.slurm: NLAYERS, NHIDDEN, NHEADS, SEQ_LEN=2048); vocab padded as released
+    # (--pad-vocab-size-to 250880). Every tr11 run, whatever its width, passed
+    # --init-method-std 0.0048 (sqrt(1/(3 x 14336)) rounded: the 176B value, README "std Init"),
+    # not sqrt(1/(3 h)) of its own width. docs/training.md "Fidelity to tr11" cites each value.
     return ModelConfig(
         preset=name,
         n_layer=n_layer,
@@ -120,6 +124,7 @@ def _bloom(name: str, n_layer: int, hidden: int, n_head: int) -> ModelConfig:
         vocab_size=BLOOM_VOCAB,
         pad_vocab_multiple=BLOOM_PAD_MULTIPLE,
         max_seq_len=2048,
+        init_std=0.0048,
     )
 
 
@@ -135,10 +140,11 @@ PRESETS: dict[str, ModelConfig] = {
     "micro": ModelConfig(
         preset="micro", n_layer=2, hidden=64, n_head=4, vocab_size=512, max_seq_len=256
     ),
-    "bloom-560m": _bloom("bloom-560m", 24, 1024, 16),
-    "bloom-1b1": _bloom("bloom-1b1", 24, 1536, 16),
-    "bloom-1b7": _bloom("bloom-1b7", 24, 2048, 16),
-    "bloom-3b": _bloom("bloom-3b", 30, 2560, 32),
-    "bloom-7b1": _bloom("bloom-7b1", 30, 4096, 32),
-    "bloom-176b": _bloom("bloom-176b", 70, 14336, 112),
+    # Released name, then the tr11 run it was trained as (docs/training.md, "Fidelity to tr11").
+    "bloom-560m": _bloom("bloom-560m", 24, 1024, 16),  # tr11e-350M-ml
+    "bloom-1b1": _bloom("bloom-1b1", 24, 1536, 16),  # tr11d-760M-ml
+    "bloom-1b7": _bloom("bloom-1b7", 24, 2048, 16),  # tr11b-1B3-ml
+    "bloom-3b": _bloom("bloom-3b", 30, 2560, 32),  # tr11c-2B5-ml
+    "bloom-7b1": _bloom("bloom-7b1", 30, 4096, 32),  # tr11f-6B3-ml
+    "bloom-176b": _bloom("bloom-176b", 70, 14336, 112),  # tr11-176B-ml
 }
