@@ -53,6 +53,12 @@ class TrainConfig:
     rampup_batch_size: list[int] | None = None
     max_tokens: int | None = None
     precision: Literal["bf16", "fp32"] = "bf16"
+    # Prefix-LM objective (model.attention=prefix_lm), Megatron's pretrain_prefix_lm.py flags:
+    # the loss on the targets only (after the prefix); Megatron defaults to False, see
+    # training/objective.py for why the default here is True.
+    loss_on_targets_only: bool = True
+    # Megatron's --reweight-loss-based-on-position-frequency: weight position i by (T-i)/(T+1)*2.
+    reweight_loss_based_on_position_frequency: bool = False
     # wsd: warmup, constant, then a linear decay to min_lr over the last wsd_decay_tokens of
     # decay_tokens (default: its last 20%).
     wsd_decay_tokens: int | None = None

@@ -171,10 +171,16 @@ class AttentionContext:
 
 
 def _alibi_score_mod(spec: MaskSpec, slopes: Tensor):
+    """-slope * |pos_q - pos_k| as a FlexAttention score_mod.
+
+    Positions shared by every row (the (1, T) default of training batches) are read from row 0:
+    indexing them by the batch row `b` would run past their first dimension for any b > 0."""
     q_pos, k_pos = spec.q_pos, spec.k_pos
+    shared = q_pos.shape[0] == 1 and k_pos.shape[0] == 1
 
     def score_mod(score, b, h, q_idx, kv_idx):
-        dist = (q_pos[b, q_idx] - k_pos[b, kv_idx]).abs()
+        row = 0 if shared else b
+        dist = (q_pos[row, q_idx] - k_pos[row, kv_idx]).abs()
         return score - slopes[h] * dist
 
     return score_mod

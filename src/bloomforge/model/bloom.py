@@ -120,6 +120,8 @@ class BloomLM(nn.Module):
             nn.Embedding(cfg.max_seq_len, h) if cfg.position == "learned" else None
         )
         self.emb_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps) if cfg.embedding_layernorm else None
+        # Megatron's embedding dropout, with the hidden-dropout probability (language_model.py).
+        self.emb_dropout = nn.Dropout(cfg.hidden_dropout)
         self.layers = nn.ModuleDict({str(i): Block(cfg, i) for i in range(cfg.n_layer)})
         self.norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
         self.output = None if cfg.tie_embeddings else nn.Linear(h, V, bias=False)
@@ -183,6 +185,7 @@ class BloomLM(nn.Module):
         cache: KVCache | None = None,
         return_hidden: bool = False,
         targets: Tensor | None = None,
+        loss_weights: Tensor | None = None,
     ) -> Tensor:
         """Logits (B, T, padded_vocab) for `input_ids` (B, T).
 
@@ -190,6 +193,7 @@ class BloomLM(nn.Module):
         whose `norm` was removed (a pipeline stage before the last) returns its hidden states.
         targets: (B, T) next-token ids (-100: not counted): return the mean cross-entropy,
         fused with the output projection (model.loss), instead of logits.
+        loss_weights: (B, T) optional weights of the targets: the loss is sum(w CE) / sum(w).
         attention_mask: (B, T_past + T), 1 for tokens, 0 for (left) padding, covering the cache.
         prefix_len: (B,) prefix-LM prefix length in columns (needs attention="prefix_lm").
         doc_ids: (B, T) document index of each token of a packed sequence (no cross-doc attention).
@@ -204,13 +208,17 @@ class BloomLM(nn.Module):
         if input_ids.is_floating_point():
             x = input_ids  # (B, T, h) from the previous pipeline stage: embedded there
         else:
+            # Megatron-DeepSpeed's order: word embedding -> its LayerNorm (mpu/layers.py,
+            # VocabParallelEmbedding with --embed-layernorm) -> + absolute positions -> dropout
+            # (model/language_model.py, Embedding.forward).
             x = self.tok_embeddings(input_ids)  # (B, T, h)
+            if self.emb_norm is not None:
+                x = self.emb_norm(x)
             if self.pos_embeddings is not None:
                 x = x + self.pos_embeddings(spec.q_pos)
             elif cfg.position == "sinusoidal":
                 x = x + sinusoidal_embedding(spec.q_pos, cfg.hidden, x.dtype)
-            if self.emb_norm is not None:
-                x = self.emb_norm(x)
+            x = self.emb_dropout(x)
         rope = None
         if cfg.position == "rotary":
             rope = rotary_cos_sin(spec.q_pos, self.rope_inv_freq, x.dtype)
@@ -225,7 +233,7 @@ class BloomLM(nn.Module):
             return x
         x = self.norm(x)
         if targets is not None:
-            return fused_linear_cross_entropy(x, self.output_weight, targets)
+            return fused_linear_cross_entropy(x, self.output_weight, targets, weights=loss_weights)
         if return_hidden:
             return x
         return self.logits(x)

@@ -21,27 +21,29 @@ from torch import Tensor
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx, hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int, chunk: int
+        ctx,
+        hidden: Tensor,
+        weight: Tensor,
+        targets: Tensor,
+        weights: Tensor,
+        chunk: int,
     ):
-        needs_grad = hidden.requires_grad or weight.requires_grad
         acc = torch.promote_types(hidden.dtype, torch.float32)  # bf16 in, float32 softmax
-        counted = (targets != ignore_index).sum()
-        denom = counted.clamp(min=1).to(acc)
+        denom = _denominator(weights)
         total = torch.zeros((), device=hidden.device, dtype=acc)
         grad_hidden = torch.empty_like(hidden) if hidden.requires_grad else None
         grad_weight = torch.zeros_like(weight, dtype=acc) if weight.requires_grad else None
         for start in range(0, hidden.shape[0], chunk):
             h = hidden[start : start + chunk]
             t = targets[start : start + chunk]
+            w = weights[start : start + chunk]  # (n,): 0 on targets that do not count
             logits = (h @ weight.t()).to(acc)  # (n, V)
-            total += F.cross_entropy(logits, t, ignore_index=ignore_index, reduction="sum")
-            if not needs_grad:
-                continue
-            # d(sum CE)/d logits = softmax - one_hot, zero on ignored rows; / denom for the mean
-            valid = (t != ignore_index)[:, None]  # (n, 1); masks, not indexing: no host sync
+            total += (F.cross_entropy(logits, t, reduction="none") * w).sum()
+            # d(sum w CE)/d logits = w (softmax - one_hot); / denom for the (weighted) mean.
+            # Masks, not indexing: no host sync.
             grad = logits.softmax(dim=-1)
-            grad.scatter_add_(1, t.clamp(min=0)[:, None], -valid.to(grad.dtype))
-            grad = (grad * (valid / denom)).to(hidden.dtype)
+            grad.scatter_add_(1, t[:, None], -torch.ones_like(grad[:, :1]))
+            grad = (grad * (w / denom)[:, None]).to(hidden.dtype)
             if grad_hidden is not None:
                 grad_hidden[start : start + chunk] = grad @ weight
             if grad_weight is not None:
@@ -59,17 +61,51 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         return gh, gw, None, None, None
 
 
+def _denominator(weights: Tensor) -> Tensor:
+    """sum(w), or 1 when nothing counts (the loss of an empty selection is 0, not NaN)."""
+    total = weights.sum()
+    return torch.where(total > 0, total, torch.ones_like(total))
+
+
+def _linear_cross_entropy_no_grad(
+    hidden: Tensor, weight: Tensor, targets: Tensor, weights: Tensor, chunk: int
+) -> Tensor:
+    """The same loss without any gradient work (validation, evaluation under no_grad)."""
+    acc = torch.promote_types(hidden.dtype, torch.float32)
+    total = torch.zeros((), device=hidden.device, dtype=acc)
+    for start in range(0, hidden.shape[0], chunk):
+        logits = (hidden[start : start + chunk] @ weight.t()).to(acc)
+        ce = F.cross_entropy(logits, targets[start : start + chunk], reduction="none")
+        total += (ce * weights[start : start + chunk]).sum()
+    return total / _denominator(weights)
+
+
 def fused_linear_cross_entropy(
     hidden: Tensor,
     weight: Tensor,
     targets: Tensor,
     ignore_index: int = -100,
     chunk_size: int = 1024,
+    weights: Tensor | None = None,
 ) -> Tensor:
-    """Mean next-token cross-entropy of `hidden @ weight.T` against `targets` (all flattened)."""
+    """Mean next-token cross-entropy of `hidden @ weight.T` against `targets` (all flattened).
+
+    weights: optional per-target weights (shape of targets); the loss is then
+    sum(w * CE) / sum(w) over the counted targets: Megatron's `sum(losses * loss_mask) /
+    loss_mask.sum()` with a reweighted loss mask (pretrain_prefix_lm.py, reweight_loss_mask_).
+    With gradients disabled (validation) nothing of the backward pass is computed: the fused
+    path works out the (V, h) weight gradient during the forward, which under `torch.no_grad()`
+    would only cost memory (14 GB at 176B shapes) and time.
+    """
     hidden = hidden.reshape(-1, hidden.shape[-1])
     targets = targets.reshape(-1)
-    return _FusedLinearCrossEntropy.apply(hidden, weight, targets, ignore_index, chunk_size)
+    acc = torch.promote_types(hidden.dtype, torch.float32)
+    counted = targets != ignore_index
+    w = counted.to(acc) if weights is None else weights.reshape(-1).to(acc) * counted
+    targets = targets.masked_fill(~counted, 0)  # any valid id; its weight is 0
+    if not (torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)):
+        return _linear_cross_entropy_no_grad(hidden, weight, targets, w, chunk_size)
+    return _FusedLinearCrossEntropy.apply(hidden, weight, targets, w, chunk_size)
 
 
 def next_token_targets(input_ids: Tensor, ignore_index: int = -100) -> Tensor:

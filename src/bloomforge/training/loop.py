@@ -42,6 +42,7 @@ from bloomforge.training.metrics import (
     peak_memory_gb,
     progress_line,
 )
+from bloomforge.training.objective import LMBatch, Objective
 from bloomforge.training.optim import build_optimizer
 from bloomforge.training.schedule import BatchRampup, learning_rate, parse_skip_ranges
 
@@ -96,6 +97,13 @@ class Trainer:
         self.mesh = build_mesh(self.dims, self.device.type) if world_size > 1 else None
         self.dp_rank = self.mesh["dp"].get_local_rank() if self.mesh is not None else 0
         self.seq_len = recipe.data.seq_len
+        _check_supported(recipe, self.device)
+        self.objective = Objective(
+            prefix_lm=recipe.model.attention == "prefix_lm",
+            seed=recipe.seed,
+            loss_on_targets_only=cfg.loss_on_targets_only,
+            reweight_by_position=cfg.reweight_loss_based_on_position_frequency,
+        )
         if self.seq_len > recipe.model.max_seq_len and recipe.model.position in ("learned",):
             raise BloomforgeError(
                 f"data.seq_len {self.seq_len} > model.max_seq_len {recipe.model.max_seq_len}"
@@ -186,21 +194,21 @@ class Trainer:
         enabled = self.cfg.precision == "bf16" and not self.fsdp
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def _loss(self, batch: Tensor) -> tuple[Tensor, int]:
-        """Mean loss of one micro-batch (B, T+1) and its number of target tokens."""
-        inputs = batch[:, :-1].to(self.device, non_blocking=True)
-        targets = batch[:, 1:].to(self.device, non_blocking=True)
+    def _loss(self, batch: LMBatch) -> tuple[Tensor, int]:
+        """Mean loss of one micro-batch and its number of target positions."""
+        batch = batch.to(self.device)
         with self._autocast():
             # The loss is computed inside the model's forward (fused with the output
             # projection), where FSDP has the tied embedding gathered.
-            loss = self.model(inputs, targets=targets)
-        return loss, targets.numel()
+            loss = self.model(batch.inputs, **batch.forward_kwargs())
+        return loss, batch.targets.numel()
 
-    def _forward_backward(self, batch: Tensor, global_batch: int) -> Tensor:
-        """Accumulate gradients over this rank's micro-batches. Each micro-batch's loss is
-        weighted by its share of the global batch's tokens, so the sum over micro-batches and
-        data-parallel ranks (FSDP reduces by sum) is the global token mean. Returns this rank's
-        part of the loss."""
+    def _forward_backward(self, batch: Tensor, global_batch: int, first_sample: int) -> Tensor:
+        """Accumulate gradients over this rank's micro-batches. Each micro-batch's loss (the
+        mean over its counted targets) is weighted by its share of the global batch's target
+        positions, so the sum over micro-batches and data-parallel ranks (FSDP reduces by sum)
+        is the global mean, Megatron's mean of micro-batch losses when some targets do not
+        count (prefix-LM). Returns this rank's part of the loss."""
         mbs = self.cfg.micro_batch_size
         total = global_batch * self.seq_len
         if self.pipeline is not None:
@@ -210,8 +218,9 @@ class Trainer:
             targets = batch[:, 1:].to(self.device)
             with self._autocast():
                 return self.pipeline.step(inputs, targets, n_micro)
+        ids = range(first_sample, first_sample + batch.shape[0])
         loss_sum = torch.zeros((), device=self.device)
-        for micro in batch.split(mbs):
+        for micro in self.objective.batch(batch, ids).split(mbs):
             loss, n = self._loss(micro)
             weighted = loss * (n / total)
             weighted.backward()
@@ -273,6 +282,7 @@ class Trainer:
         self.step += 1
         bs = self.rampup.batch_size(self.samples)
         batch = self.loader.next_batch(bs, self.dp_rank, self.dims.dp)
+        first_sample = self.samples + self.dp_rank * (bs // self.dims.dp)  # global index of row 0
         step_tokens = bs * self.seq_len
         # The lr of this update: the schedule at the tokens seen once this batch is consumed
         # (Megatron evaluates it before counting the batch, which makes the first step lr 0).
@@ -293,7 +303,7 @@ class Trainer:
             for opt in self.optimizers:
                 for group in opt.param_groups:
                     group["lr"] = lr
-            loss = self._sum_over_ranks(self._forward_backward(batch, bs))
+            loss = self._sum_over_ranks(self._forward_backward(batch, bs, first_sample))
             norm = self._clip()
             loss_v, norm_v = torch.stack([loss, norm.float()]).tolist()  # the step's one sync
             metrics.update(loss=loss_v, grad_norm=norm_v)
@@ -326,9 +336,12 @@ class Trainer:
             total, count = torch.zeros((), dtype=torch.float64), 0
             # A pipeline needs at least as many micro-batches as it has stages.
             n_micro = self.pipeline.n_stages if self.pipeline is not None else 1
+            seen = 0
             for batch in self.loader.validation_batches(
                 group, self.cfg.micro_batch_size * n_micro, self.cfg.eval_samples
             ):
+                ids = range(seen, seen + batch.shape[0])
+                seen += batch.shape[0]
                 if self.pipeline is not None:
                     if batch.shape[0] % n_micro:
                         continue  # a short last batch cannot be cut into the stages' count
@@ -346,7 +359,7 @@ class Trainer:
                         dist.all_reduce(loss, group=self.mesh["pp"].get_group())
                     n = batch[:, 1:].numel()
                 else:
-                    loss, n = self._loss(batch)
+                    loss, n = self._loss(self.objective.batch(batch, ids, stream=1))
                 total += loss.double().cpu() * n
                 count += n
             if count:
@@ -487,6 +500,29 @@ class Trainer:
         log.print(
             "valid "
             + " | ".join(f"{g} loss {r['loss']:.4f} ppl {r['ppl']:.1f}" for g, r in results.items())
+        )
+
+
+def _check_supported(recipe: Recipe, device: torch.device) -> None:
+    """Refuse, before any work, option combinations that would fail later in the run."""
+    model, train = recipe.model, recipe.train
+    if model.attn_impl == "flex" and device.type == "cpu":
+        # PyTorch has no FlexAttention backward on CPU (eager or compiled).
+        raise BloomforgeError(
+            "model.attn_impl=flex: FlexAttention has no backward pass on CPU; "
+            "train with model.attn_impl=sdpa (or reference) on CPU, flex on GPUs"
+        )
+    if model.attn_impl == "flex" and (model.attention_dropout or 0) > 0:
+        raise BloomforgeError(
+            "model.attn_impl=flex does not support model.attention_dropout > 0; "
+            "use model.attn_impl=sdpa"
+        )
+    if recipe.parallel.pp > 1 and (
+        model.attention == "prefix_lm" or train.reweight_loss_based_on_position_frequency
+    ):
+        raise BloomforgeError(
+            "model.attention=prefix_lm and train.reweight_loss_based_on_position_frequency "
+            "are not supported with parallel.pp > 1 (pipeline stages take only the inputs)"
         )
 
 
