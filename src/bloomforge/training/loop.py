@@ -20,6 +20,7 @@ import math
 import signal
 import statistics
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,12 @@ class Trainer:
 
             load_into(self.parts, self.optimizers, self.resumed_from)
             self._load_trainer_state(ckpt.read_trainer_state(self.resumed_from))
-            ckpt.restore_rng(ckpt.read_rng(self.resumed_from))
+            if not ckpt.restore_rng(ckpt.read_rng(self.resumed_from), rank, world_size):
+                warnings.warn(
+                    f"{self.resumed_from} was written by another number of ranks: every rank "
+                    "continues from rank 0's random state",
+                    stacklevel=2,
+                )
         if rank == 0:
             self.run.mkdir(parents=True, exist_ok=True)
             save_recipe(recipe, self.run / "config.yaml")

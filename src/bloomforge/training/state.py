@@ -4,7 +4,7 @@ In: the model, optimizer, loader and counters of a run. Out: `RUN/checkpoints/st
     model.safetensors, config.yaml, meta.json, tokenizer.json   (a normal model checkpoint:
                                                                  eval/export/generate read it)
     optimizer.safetensors   AdamW moments and step counts: `exp_avg.<parameter name>` ...
-    rng.safetensors         torch CPU (and CUDA) generator states
+    rng.safetensors         torch CPU (and CUDA) generator states of every rank
     trainer.json            step, samples, tokens, skipped, loader and guard state
 and in meta.json the sha256 of every file. Folders are written under a temporary name, fsynced
 and renamed, and only the newest `keep_last` are kept. Under torchrun every rank writes its shards
@@ -77,6 +77,7 @@ def save_training_checkpoint(
     out = run / "checkpoints" / f"{PREFIX}{step:08d}"
     staging = run / "checkpoints" / f".staging-{PREFIX}{step:08d}"
     rank = 0
+    rng = all_rank_rng_tensors()  # collective under torchrun: before rank 0 goes its own way
     if distributed:
         import torch.distributed as dist
 
@@ -96,7 +97,7 @@ def save_training_checkpoint(
                 os.replace(staging / f"{name}.safetensors", tmp / f"{name}.safetensors")
         else:
             save_file(cpu_tensors(optimizer_state), tmp / "optimizer.safetensors")
-        save_file(rng_tensors(), tmp / "rng.safetensors")
+        save_file(rng, tmp / "rng.safetensors")
         (tmp / "trainer.json").write_text(json.dumps(trainer_state, indent=1) + "\n")
         fault_point("checkpoint-write", step)  # model written, the rest not yet renamed
 
@@ -161,6 +162,7 @@ def read_rng(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def rng_tensors() -> dict[str, torch.Tensor]:
+    """This process's generator states: torch's CPU one and, once CUDA is in use, each GPU's."""
     out = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i in range(torch.cuda.device_count()):
@@ -168,8 +170,37 @@ def rng_tensors() -> dict[str, torch.Tensor]:
     return out
 
 
-def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(tensors["torch"])
+def all_rank_rng_tensors() -> dict[str, torch.Tensor]:
+    """Every rank's generator states, for rank 0 to write (collective under torchrun).
+
+    Keys: `rank{r}.torch`, `rank{r}.cuda.{i}` and `world_size`; rank 0's also under the
+    single-process names (`torch`, `cuda.{i}`), so any reader finds them. Ranks hold different
+    states once dropout has run on different data or different heads, so each rank keeps its own
+    (Megatron writes one RNG state per model-parallel rank file for the same reason)."""
+    mine = rng_tensors()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return mine
+    import torch.distributed as dist
+
+    gathered: list[dict[str, torch.Tensor] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, {k: v.cpu() for k, v in mine.items()})
+    out = {k: v.clone() for k, v in gathered[0].items()}  # safetensors refuses shared storage
+    for r, states in enumerate(gathered):
+        out.update({f"rank{r}.{k}": v for k, v in states.items()})
+    out["world_size"] = torch.tensor([len(gathered)], dtype=torch.int64)
+    return out
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], rank: int = 0, world_size: int = 1) -> bool:
+    """Restore this rank's own generator states. Returns False when the checkpoint was written
+    by another number of ranks: then there is no state of this rank to restore, and each rank
+    continues from rank 0's (a resharded resume cannot continue every rank's stream)."""
+    saved_world = int(tensors["world_size"].item()) if "world_size" in tensors else 1
+    own = saved_world == world_size
+    prefix = f"rank{rank}." if own and f"rank{rank}.torch" in tensors else ""
+    torch.set_rng_state(tensors[f"{prefix}torch"])
     for key, value in tensors.items():
-        if key.startswith("cuda.") and torch.cuda.is_available():
-            torch.cuda.set_rng_state(value, int(key.split(".")[1]))
+        name = key.removeprefix(prefix) if prefix else key
+        if key.startswith(prefix) and name.startswith("cuda.") and torch.cuda.is_available():
+            torch.cuda.set_rng_state(value, int(name.split(".")[1]))
+    return own
