@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -151,17 +152,31 @@ def _write_tasks(folder: Path) -> tuple[Path, Path]:
     return mc_file, ll_file
 
 
-def test_bloomforge_eval_and_lm_eval_give_identical_scores(tmp_path, monkeypatch):
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
+@dataclass
+class MiniTasks:
+    """bf_mini_mc (multiple choice: acc, acc_norm) and bf_mini_ll (loglikelihood: acc,
+    perplexity) on tests/data/eval_mini.jsonl, for lm-eval and for `bloomforge eval`."""
 
-    from bloomforge.evaluation.harness import BloomforgeLM
+    lm_eval_dir: Path  # lm-eval task YAMLs (`--include_path`)
+    task_files: tuple[Path, Path]  # bloomforge task YAMLs (`--task-file`)
+    data: Path  # bloomforge's `--data`
 
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("DISABLE_MULTIPROC", "1")
-    ck = tmp_path / "ck"
-    assert main(["model", "init", "micro", str(ck), "vocab_size=260", "init_std=0.2"]) == 0
-    mc_file, ll_file = _write_tasks(tmp_path / "lm_eval_tasks")
+    @property
+    def eval_args(self) -> list[str]:
+        """`bloomforge eval` arguments running both tasks."""
+        mc, ll = self.task_files
+        return ["--tasks", "bf_mini_mc,bf_mini_ll", "--data", str(self.data),
+                "--task-file", str(mc), "--task-file", str(ll)]  # fmt: skip
+
+    def task_manager(self):
+        from lm_eval.tasks import TaskManager
+
+        return TaskManager(include_path=str(self.lm_eval_dir), include_defaults=False)
+
+
+def mini_tasks(tmp_path: Path) -> MiniTasks:
+    lm_eval_dir = tmp_path / "lm_eval_tasks"
+    files = _write_tasks(lm_eval_dir)
     # the loglikelihood task's fields come from lm-eval's jinja split, done here by hand
     data = tmp_path / "data"
     data.mkdir()
@@ -170,9 +185,21 @@ def test_bloomforge_eval_and_lm_eval_give_identical_scores(tmp_path, monkeypatch
             words = r["text"].split(" ")
             r |= {"prefix": " ".join(words[:-1]), "last": words[-1]}
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return MiniTasks(lm_eval_dir, files, data)
+
+
+def test_bloomforge_eval_and_lm_eval_give_identical_scores(tmp_path, monkeypatch):
+    from lm_eval import simple_evaluate
+
+    from bloomforge.evaluation.harness import BloomforgeLM
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("DISABLE_MULTIPROC", "1")
+    ck = tmp_path / "ck"
+    assert main(["model", "init", "micro", str(ck), "vocab_size=260", "init_std=0.2"]) == 0
+    mini = mini_tasks(tmp_path)
     out = tmp_path / "res.json"
-    argv = ["eval", str(ck), "--tasks", "bf_mini_mc,bf_mini_ll", "--data", str(data)]
-    argv += ["--task-file", str(mc_file), "--task-file", str(ll_file), "--out", str(out)]
+    argv = ["eval", str(ck), *mini.eval_args, "--out", str(out)]
     assert main([*argv, "--batch-size", "3"]) == 0
     ours = json.loads(out.read_text())["tasks"]
 
@@ -180,9 +207,7 @@ def test_bloomforge_eval_and_lm_eval_give_identical_scores(tmp_path, monkeypatch
     ref = simple_evaluate(
         model=lm,
         tasks=["bf_mini_mc", "bf_mini_ll"],
-        task_manager=TaskManager(
-            include_path=str(tmp_path / "lm_eval_tasks"), include_defaults=False
-        ),
+        task_manager=mini.task_manager(),
         bootstrap_iters=10,
     )["results"]
     mc, ll = ours["bf_mini_mc"]["all"], ours["bf_mini_ll"]["all"]

@@ -34,13 +34,21 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="text file/folder (txt: one document per line; jsonl: 'text') (repeatable)",
     )
     p.add_argument("--batch-size", default="auto", help="int, or auto (CPU: 16; CUDA: probe)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto (cuda if available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--max-length", type=int, default=None, help="context (default: model's)")
     p.add_argument(
         "--no-share-context",
         action="store_true",
         help="run each choice's context again instead of once per example (for comparison)",
+    )
+    p.add_argument(
+        "--normalize-over",
+        default="logits",
+        choices=["logits", "tokenizer"],
+        help="log-softmax over all output rows, the vocabulary's padding rows too (default: as "
+        "transformers, lm-eval's hf model and BLOOM's published scores), or over the "
+        "tokenizer's vocabulary only",
     )
     p.add_argument("--out", default=None, help="write results json here")
     p.set_defaults(func=run)
@@ -63,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         run_perplexity,
         run_tasks,
     )
-    from bloomforge.evaluation.scoring import Scorer
+    from bloomforge.evaluation.scoring import Scorer, resolve_device
     from bloomforge.evaluation.tasks import get_task, load_task_file
 
     for f in args.task_file:
@@ -82,15 +90,18 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise BloomforgeError("--limit must be >= 1")
 
+    device = resolve_device(args.device, "--device")
+
     t0 = time.perf_counter()
-    ckpt = load_checkpoint(args.ckpt, device=args.device, dtype=getattr(torch, args.dtype))
+    ckpt = load_checkpoint(args.ckpt, device=device, dtype=getattr(torch, args.dtype))
     scorer = Scorer(
         ckpt.model,
         ckpt.tokenizer(),
-        args.device,
+        device,
         batch_size,
         args.max_length,
         share_context=not args.no_share_context,
+        normalize_over=args.normalize_over,
     )
     results: dict = {
         "checkpoint": str(Path(args.ckpt).resolve()),
@@ -99,10 +110,11 @@ def run(args: argparse.Namespace) -> int:
             "data": args.data,
             "limit": args.limit,
             "batch_size": args.batch_size,
-            "device": args.device,
+            "device": device,
             "dtype": args.dtype,
             "max_length": scorer.max_length,
             "share_context": scorer.share_context,
+            "normalize_over": scorer.normalize_over,
         },
     }
     with Progress(transient=True) as bar:

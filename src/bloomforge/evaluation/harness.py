@@ -1,9 +1,11 @@
 """The `bloomforge` model for lm-evaluation-harness: lm-eval's requests, bloomforge's scorer.
 
-In: `lm_eval --model bloomforge --model_args checkpoint=CKPT[,dtype=bfloat16,max_length=N]`
-(plus lm-eval's own `--device` and `--batch-size`), or `BloomforgeLM(scorer=...)` in Python.
-Out: answers to lm-eval's three request types, computed by `bloomforge.evaluation.scoring`
-(the same code `bloomforge eval` runs), so both give identical scores.
+In: `lm_eval --model bloomforge --model_args checkpoint=CKPT[,dtype=bfloat16,max_length=N,
+normalize_over=logits|tokenizer]` (plus lm-eval's own `--device` and `--batch-size`), or
+`BloomforgeLM(scorer=...)` in Python. Out: answers to lm-eval's three request types, computed by
+`bloomforge.evaluation.scoring` (the same code `bloomforge eval` runs), so both give identical
+scores. Without a device the model runs where lm-eval's hf model would: cuda if available, else
+cpu (lm-eval's CLI passes `cuda:0` when `--device` is not given; without CUDA that means cpu).
 
 Importing this module registers the model with lm-eval's registry. lm-eval 0.4.x has no plugin
 entry point for models (its registry can hold lazy `module:attr` placeholders, but nothing
@@ -22,7 +24,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
-from bloomforge.evaluation.scoring import Scorer
+from bloomforge.evaluation.scoring import Scorer, check_normalize_over, resolve_device
 
 
 @register_model("bloomforge")
@@ -38,6 +40,7 @@ class BloomforgeLM(TemplateLM):
         max_length: int | str | None = None,
         max_gen_toks: int | str = 256,
         share_context: bool | str = True,
+        normalize_over: str = "logits",
         scorer: Scorer | None = None,
         **_: Any,  # lm-eval also passes max_batch_size etc.
     ) -> None:
@@ -47,7 +50,12 @@ class BloomforgeLM(TemplateLM):
                 raise ValueError("model_args needs checkpoint=PATH (a bloomforge checkpoint)")
             from bloomforge.checkpoint import load_checkpoint
 
-            device = device or "cpu"
+            if device == "cuda:0" and not torch.cuda.is_available():
+                # lm-eval's CLI passes its default cuda:0 when --device is not given, and its
+                # hf model then falls back to the CPU; so does this one. Plain `cuda` is an error.
+                device = None
+            device = resolve_device(device)
+            check_normalize_over(normalize_over)  # before the checkpoint loads
             ckpt = load_checkpoint(checkpoint, device=device, dtype=getattr(torch, dtype))
             scorer = Scorer(
                 ckpt.model,
@@ -56,8 +64,10 @@ class BloomforgeLM(TemplateLM):
                 _batch_size(batch_size),
                 int(max_length) if max_length else None,
                 share_context=str(share_context).lower() not in ("false", "0", "no"),
+                normalize_over=normalize_over,
             )
         self.scorer = scorer
+        self._device = torch.device(scorer.device)  # lm-eval reads lm.device
         self.max_gen_toks = int(max_gen_toks)
 
     # --- TemplateLM's tokenization hooks (lm-eval's own code uses them for some tasks) -------

@@ -13,11 +13,15 @@ move into the continuation; context + continuation is encoded whole and split at
 token count; an empty context is replaced by the prefix token (BOS, else EOS); inputs longer than
 the context window are truncated from the left; requests are sorted longest first and run in
 right-padded batches (causal attention never looks right, so padding needs no mask). Only the
-continuation positions go through the output projection, and the softmax covers the tokenizer's
-vocabulary, not the embedding's padding rows. Requests whose contexts tokenize the same (the
-choices of one example) run that context once into a KV cache whose rows are copied per choice
-(`share_context`; the scores are the same either way). `bloomforge eval` and the lm-eval model
-class both call this module.
+continuation positions go through the output projection. The softmax covers all the model's
+output rows, the embedding's padding rows too (`normalize_over="logits"`), as transformers and
+lm-eval's hf backend compute it and as BLOOM's published scores were computed (250880 logits for
+250680 tokens); `normalize_over="tokenizer"` restricts it to the tokenizer's vocabulary. Requests
+whose contexts tokenize the same (the choices of one example) run that context once into a KV
+cache whose rows are copied per choice (`share_context`; the scores are the same either way).
+Prefix-LM models (`attention: prefix_lm`) get the context as their prefix: bidirectional
+attention inside it, causal over the continuation. `bloomforge eval` and the lm-eval model class
+both call this module.
 """
 
 from __future__ import annotations
@@ -29,14 +33,47 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from bloomforge.errors import BloomforgeError
 from bloomforge.model.bloom import BloomLM, KVCache
 
 CPU_BATCH_SIZE = 16  # `--batch-size auto` on CPU: no OOM signal to probe, so a fixed default
 AUTO_START = 512  # `--batch-size auto` on CUDA: start here, halve on out-of-memory
 LOGITS_CHUNK = 2**26  # logits elements per chunk (256 MB in float32)
 
+# What the log-softmax normalises over: every output row (transformers, lm-eval's hf backend,
+# BLOOM's published numbers), or only the rows the tokenizer can produce.
+NORMALIZE_OVER = ("logits", "tokenizer")
+
 TokenPair = tuple[list[int], list[int]]
 Progress = Callable[[int], None]
+
+
+def check_normalize_over(value: str, option: str = "normalize_over") -> str:
+    if value not in NORMALIZE_OVER:
+        raise BloomforgeError(f"{option}={value}: expected one of {', '.join(NORMALIZE_OVER)}")
+    return value
+
+
+def resolve_device(device: str | None, option: str = "device") -> str:
+    """The device to evaluate on: unset or "auto" means cuda if available, else cpu (lm-eval's
+    hf model does the same); a CUDA device on a machine without one is an error naming
+    `option`, not a traceback from deep inside the checkpoint loader."""
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise BloomforgeError(f"{option}={device}: not a device ({e})") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BloomforgeError(
+            f"{option}={device}: CUDA is not available on this machine (use {option}=cpu, "
+            "or leave it unset: cuda if available, else cpu)"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise BloomforgeError(
+            f"{option}={device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    return device
 
 
 def rolling_windows(tokens: Sequence[int], prefix_id: int, max_len: int) -> list[TokenPair]:
@@ -65,13 +102,22 @@ class Scorer:
     batch_size: int | str = "auto"
     max_length: int | None = None  # None: the model's max_seq_len
     share_context: bool = True  # run a context shared by several choices once (KV cache)
+    normalize_over: str = "logits"  # log-softmax over all output rows, or "tokenizer"'s only
     _found_batch: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.model.eval()
+        cfg = self.model.cfg
         if self.max_length is None:
-            self.max_length = self.model.cfg.max_seq_len
-        self.vocab_limit = min(self.tokenizer.get_vocab_size(), self.model.cfg.padded_vocab_size)
+            self.max_length = cfg.max_seq_len
+        check_normalize_over(self.normalize_over)
+        # Output rows the log-softmax covers: all of them (the padded rows too), or the
+        # tokenizer's vocabulary only.
+        self.vocab_limit = cfg.padded_vocab_size
+        if self.normalize_over == "tokenizer":
+            self.vocab_limit = min(self.tokenizer.get_vocab_size(), cfg.padded_vocab_size)
+        # Prefix-LM: the context is the prefix, seen bidirectionally (prefix_len in columns).
+        self.prefix_lm = cfg.attention == "prefix_lm"
         ids = [self.tokenizer.token_to_id(t) for t in ("<s>", "</s>")]
         # lm-eval's HFLM conditions empty contexts (and rolling windows) on BOS, else EOS.
         self.eos_id = ids[1] if ids[1] is not None else 0
@@ -198,6 +244,12 @@ class Scorer:
             self._found_batch = AUTO_START if on_gpu else CPU_BATCH_SIZE
         return self._found_batch
 
+    def _prefix_kwargs(self, columns: Sequence[int]) -> dict[str, Tensor]:
+        """forward's prefix_len (B,) for a prefix-LM model; nothing for a causal one."""
+        if not self.prefix_lm:
+            return {}
+        return {"prefix_len": torch.tensor(columns, dtype=torch.long, device=self.device)}
+
     def _score_batch(self, batch: Sequence[TokenPair]) -> list[tuple[float, bool]]:
         """One forward of right-padded context + continuation rows."""
         L = self.max_length
@@ -206,50 +258,54 @@ class Scorer:
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         for row, x in enumerate(inputs):
             ids[row, : len(x)] = torch.tensor(x)  # right padding: real tokens never see it
-        hidden = self.model(ids.to(self.device), return_hidden=True)  # (B, T, h)
+        # prefix-LM: the context's columns that survived the left cut (x ends with cont[:-1])
+        prefix = [len(x) - len(cont) + 1 for x, (_, cont) in zip(inputs, batch, strict=True)]
+        kw = self._prefix_kwargs(prefix)
+        hidden = self.model(ids.to(self.device), return_hidden=True, **kw)  # (B, T, h)
         ends = [len(x) for x in inputs]
         return self._continuation_scores(hidden, ends, [cont for _, cont in batch])
 
     def _score_shared(
         self, groups: Sequence[tuple[list[int], list[int]]], requests: Sequence[TokenPair]
     ) -> list[tuple[float, bool]]:
-        """Contexts run once (left-padded, into a KV cache); then every continuation of every
-        group runs as one batch on its context's cache rows."""
-        model, cfg = self.model, self.model.cfg
+        """Whole contexts run once (left-padded, into a KV cache): the last context column
+        predicts every choice's first token. Then the rest of every continuation of every group
+        runs as one batch on its context's cache rows."""
+        model, cfg, dev = self.model, self.model.cfg, self.device
         dtype = next(model.parameters()).dtype
-        past = [ctx[:-1] for ctx, _ in groups]  # the last context token predicts cont[0]
-        W = max(len(p) for p in past)
+        W = max(len(ctx) for ctx, _ in groups)
+        ids = torch.full((len(groups), W), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(groups), W), dtype=torch.long)
-        owner, steps = [], []
-        for g, (ctx, members) in enumerate(groups):
-            for i in members:
-                owner.append(g)
-                steps.append([ctx[-1], *requests[i][1][:-1]])
+        for g, (ctx, _) in enumerate(groups):
+            ids[g, W - len(ctx) :] = torch.tensor(ctx)
+            mask[g, W - len(ctx) :] = 1
+        owner = [g for g, (_, members) in enumerate(groups) for _ in members]
+        conts = [requests[i][1] for _, members in groups for i in members]
+        # Prefix-LM: every context is the prefix; left padding puts it in the columns < W (the
+        # padding columns stay masked out).
+        kw = self._prefix_kwargs([W] * len(groups))
+        ctx_cache = KVCache(cfg, len(groups), W, dev, dtype)
+        ctx_hidden = model(ids.to(dev), attention_mask=mask.to(dev), cache=ctx_cache,
+                           return_hidden=True, **kw)  # fmt: skip
+        rows = torch.tensor(owner, device=ctx_hidden.device)
+        hidden = ctx_hidden[:, -1:].index_select(0, rows)  # (N, 1, h): predicts each cont[0]
+        steps = [cont[:-1] for cont in conts]
         T = max(len(s) for s in steps)
-        cache = KVCache(cfg, len(steps), W + T, self.device, dtype)
-        if W:
-            ids = torch.full((len(groups), W), self.pad_id, dtype=torch.long)
-            for g, p in enumerate(past):
-                if p:
-                    ids[g, W - len(p) :] = torch.tensor(p)
-                    mask[g, W - len(p) :] = 1
-            ctx_cache = KVCache(cfg, len(groups), W, self.device, dtype)
-            model(ids.to(self.device), attention_mask=mask.to(self.device), cache=ctx_cache,
-                  return_hidden=True)  # fmt: skip
-            rows = torch.tensor(owner, device=ctx_cache.k.device)
+        if T:
+            cache = KVCache(cfg, len(steps), W + T, dev, dtype)
             cache.k[:, :, :, :W] = ctx_cache.k.index_select(1, rows)
             cache.v[:, :, :, :W] = ctx_cache.v.index_select(1, rows)
             cache.length = W
-        ids = torch.full((len(steps), T), self.pad_id, dtype=torch.long)
-        for row, x in enumerate(steps):
-            ids[row, : len(x)] = torch.tensor(x)  # right padding after the real steps
-        full_mask = torch.cat([mask[owner], torch.ones((len(steps), T), dtype=torch.long)], 1)
-        hidden = model(
-            ids.to(self.device), attention_mask=full_mask.to(self.device), cache=cache,
-            return_hidden=True,
-        )  # fmt: skip
-        conts = [requests[i][1] for _, members in groups for i in members]
-        return self._continuation_scores(hidden, [len(x) for x in steps], conts)
+            ids = torch.full((len(steps), T), self.pad_id, dtype=torch.long)
+            for row, x in enumerate(steps):
+                if x:
+                    ids[row, : len(x)] = torch.tensor(x)  # right padding after the real steps
+            full_mask = torch.cat([mask[owner], torch.ones((len(steps), T), dtype=torch.long)], 1)
+            # continuation columns are causal (every cached column precedes them): no prefix
+            after = model(ids.to(dev), attention_mask=full_mask.to(dev), cache=cache,
+                          return_hidden=True)  # fmt: skip
+            hidden = torch.cat([hidden, after], dim=1)  # (N, 1 + T, h)
+        return self._continuation_scores(hidden, [1 + len(s) for s in steps], conts)
 
     def _continuation_scores(
         self, hidden: Tensor, ends: Sequence[int], conts: Sequence[list[int]]

@@ -3,7 +3,9 @@
 In: a `BloomLM`, prompt token ids (B, T) left-padded with an attention mask, or prompt strings and
 a tokenizer. Out: the prompt plus up to `max_new_tokens` new ids per row (finished rows padded
 with `pad_id`), or the decoded continuations. `temperature == 0` means greedy. Sampling draws
-from a `torch.Generator` seeded by `seed`, so a seed reproduces a sample.
+from a `torch.Generator` seeded by `seed`, so a seed reproduces a sample. A prefix-LM model
+(`attention: prefix_lm`) sees the prompt as its prefix (bidirectional attention inside it, its T
+columns left padding included); the generated tokens are causal after it.
 """
 
 from __future__ import annotations
@@ -89,11 +91,16 @@ def generate(
         generator = torch.Generator(device=device).manual_seed(s.seed)
     dtype = next(model.parameters()).dtype
     cache = KVCache(model.cfg, B, T + s.max_new_tokens, device, dtype) if use_cache else None
+    # Prefix-LM: prompt columns [0, T) are visible to every query (padding stays masked); with
+    # or without the cache, every later column is causal.
+    prefix: dict[str, Tensor] = {}
+    if model.cfg.attention == "prefix_lm":
+        prefix["prefix_len"] = torch.full((B,), T, dtype=torch.long, device=device)
     ids = input_ids
     done = torch.zeros(B, dtype=torch.bool, device=device)
     step_input = ids
     for _ in range(s.max_new_tokens):
-        logits = model(step_input, attention_mask=mask, cache=cache)[:, -1]
+        logits = model(step_input, attention_mask=mask, cache=cache, **prefix)[:, -1]
         nxt = next_token(logits, s, generator, vocab_limit)
         nxt = torch.where(done, torch.full_like(nxt, s.pad_id), nxt)
         ids = torch.cat([ids, nxt[:, None]], dim=1)
