@@ -55,8 +55,9 @@ def _bpe_tokenizer(path):
 
 @pytest.fixture(scope="module", params=["bytes", "bpe"])
 def ckpt(request, tmp_path_factory):
-    # the model's vocabulary padded exactly to the tokenizer's, so HF's softmax covers the same
-    # tokens; a wide init makes the distributions peaked, so a mismatch of one token shows.
+    # the model's vocabulary padded exactly to the tokenizer's, so both normalize_over options
+    # agree (test_eval_fixes covers padded rows); a wide init makes the distributions peaked, so
+    # a mismatch of one token shows.
     folder = tmp_path_factory.mktemp("eval")
     args = ["init_std=0.2", f"max_seq_len={MAX_LEN}", "pad_vocab_multiple=1"]
     if request.param == "bytes":
