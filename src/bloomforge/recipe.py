@@ -52,7 +52,18 @@ class TrainConfig:
     # Megatron's --rampup-batch-size START INCREMENT SAMPLES; tr11: 192 16 9_765_625.
     rampup_batch_size: list[int] | None = None
     max_tokens: int | None = None
-    precision: Literal["bf16", "fp32"] = "bf16"
+    # bf16 / fp16: Megatron's mixed precision (low-precision parameters and activations,
+    # float32 master weights, float32 gradient accumulation and reduction) on every layout.
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    # fp16 loss scaling, DeepSpeed's config keys as the small BLOOM models' slurm files set them
+    # (train/tr11-176B-ml/smaller_models/*.slurm): loss_scale 0 = dynamic, starting at
+    # 2**initial_scale_power; halved after `hysteresis` overflows, doubled after
+    # loss_scale_window clean steps, never below min_loss_scale (training/loss_scale.py).
+    loss_scale: float = 0.0
+    initial_scale_power: int = 12
+    loss_scale_window: int = 500
+    hysteresis: int = 2
+    min_loss_scale: float = 1.0
     # Prefix-LM objective (model.attention=prefix_lm), Megatron's pretrain_prefix_lm.py flags:
     # the loss on the targets only (after the prefix); Megatron defaults to False, see
     # training/objective.py for why the default here is True.

@@ -2,8 +2,10 @@
 
 In: a full BloomLM built with the run's seed (identical on every rank), the layout, the mesh and
 the train section. Out: `Parallelized`: this rank's model part(s) (one, or one per pipeline stage
-it runs), the pipeline runner when pp > 1, and whether FSDP handles mixed precision. Order per
-part: tensor parallel -> activation checkpointing -> compile -> FSDP2 per block, then the root.
+it runs), the pipeline runner when pp > 1, and whether FSDP2 wraps the model: under data
+parallelism, and always in bf16 / fp16, whose one policy (FSDP2's MixedPrecisionPolicy) holds for
+every layout, one process included. Order per part: tensor parallel -> activation checkpointing
+-> compile -> FSDP2 per block, then the root.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from bloomforge.parallel.pipeline import (
     stage_indices,
     stage_ranges,
 )
+
+LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -59,7 +63,8 @@ def parallelize(
         ranges = stage_ranges(model.cfg.n_layer, n_stages, parallel.pp_embedding_as_layer)
         stages = stage_indices(mesh["pp"].get_local_rank(), dims.pp, parallel.pp_virtual_stages)
         parts = [build_stage_model(model, s, ranges) for s in stages]
-    fsdp = dims.dp > 1
+    param_dtype = LOW_PRECISION.get(train.precision)
+    fsdp = dims.dp > 1 or param_dtype is not None
     for part in parts:
         if dims.tp > 1:
             from bloomforge.parallel.tensor import apply_tp
@@ -72,7 +77,7 @@ def parallelize(
             apply_fsdp(
                 part,
                 mesh["dp"],
-                bf16=train.precision == "bf16",
+                param_dtype=param_dtype,
                 reshard_after_forward=parallel.zero >= 3,
             )
     runner = None

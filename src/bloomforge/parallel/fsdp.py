@@ -3,8 +3,10 @@
 In: a BloomLM (possibly already tensor-parallel or a pipeline stage) and the "dp" mesh dimension.
 Out: the model with parameters, gradients and optimizer state sharded over dp (ZeRO-3; with
 `reshard_after_forward=False` the parameters stay gathered between forward and backward, ZeRO-2
-style). Mixed precision: bf16 parameters for compute, float32 gradient reduction, float32 master
-weights (the optimizer only sees the float32 shards).
+style). Mixed precision (bf16 or fp16, Megatron's semantics): low-precision parameters and
+activations for compute, float32 master weights (the optimizer only sees the float32 shards),
+gradients reduced and accumulated in float32. The trainer applies it whenever the precision is
+bf16 or fp16, even on one process, so every layout computes the same way.
 
 Gradient reduction is a plain sum (divide factor 1): the training loop already weights every
 micro-batch's loss by its share of the global batch's tokens. Besides being exactly the global
@@ -21,15 +23,13 @@ from torch import nn
 def apply_fsdp(
     model: nn.Module,
     dp_mesh,
-    bf16: bool,
+    param_dtype: torch.dtype | None,
     reshard_after_forward: bool = True,
 ) -> None:
+    """param_dtype: the compute dtype of parameters (bf16 / fp16), None: as stored (fp32)."""
     from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
-    mp = MixedPrecisionPolicy(
-        param_dtype=torch.bfloat16 if bf16 else None,
-        reduce_dtype=torch.float32,
-    )
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     for block in model.layers.values():
         fully_shard(block, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
     # The root holds the embedding (tied to the output), the LayerNorms; it is used last in the

@@ -32,11 +32,13 @@ from bloomforge.data.loader import MixtureLoader
 from bloomforge.errors import BloomforgeError
 from bloomforge.model import BloomLM
 from bloomforge.model.flops import count_params, train_flops_per_token
-from bloomforge.parallel.apply import parallelize
+from bloomforge.parallel.apply import LOW_PRECISION, parallelize
 from bloomforge.parallel.dims import ParallelDims, build_mesh
+from bloomforge.parallel.env import init_single_process_group
 from bloomforge.recipe import Recipe, save_recipe
 from bloomforge.tokenizer import find_tokenizer_file, load_tokenizer
 from bloomforge.training import state as ckpt
+from bloomforge.training.loss_scale import LossScaler
 from bloomforge.training.metrics import (
     MetricsLog,
     device_peak_tflops,
@@ -95,7 +97,13 @@ class Trainer:
             self.device = torch.device("cuda", torch.cuda.current_device())
         p = recipe.parallel
         self.dims = ParallelDims.from_config(p.dp, p.tp, p.pp, world_size)
-        self.mesh = build_mesh(self.dims, self.device.type) if world_size > 1 else None
+        self.mesh = None
+        if world_size > 1 or cfg.precision in LOW_PRECISION:
+            # bf16 / fp16 run through FSDP2's mixed precision on every layout, a single
+            # process included (a one-rank group), so 1 and N processes compute alike.
+            if world_size == 1:
+                init_single_process_group(self.device)
+            self.mesh = build_mesh(self.dims, self.device.type)
         self.dp_rank = self.mesh["dp"].get_local_rank() if self.mesh is not None else 0
         self.seq_len = recipe.data.seq_len
         _check_supported(recipe, self.device)
@@ -151,6 +159,15 @@ class Trainer:
         self.parts, self.pipeline, self.fsdp = par.parts, par.runner, par.fsdp
         self.model = self.parts[0]
         self.optimizers = [build_optimizer(part, cfg) for part in self.parts]
+        self.scaler = None
+        if cfg.precision == "fp16":
+            self.scaler = LossScaler(
+                initial_scale=2.0**cfg.initial_scale_power,
+                window=cfg.loss_scale_window,
+                hysteresis=cfg.hysteresis,
+                min_scale=cfg.min_loss_scale,
+                static_scale=cfg.loss_scale or None,
+            )
         self._clip_params = self._clip_param_lists()
         self._tied_group = None
         if self.pipeline is not None:
@@ -182,6 +199,8 @@ class Trainer:
         self.skip_reasons = dict(state.get("skip_reasons", {}))
         self.norms.extend(state.get("grad_norms", []))
         self.loader.load_state_dict(state["loader"])
+        if self.scaler is not None and "loss_scaler" in state:
+            self.scaler.load_state_dict(state["loss_scaler"])
 
     def trainer_state(self) -> dict[str, Any]:
         return {
@@ -192,22 +211,21 @@ class Trainer:
             "skip_reasons": self.skip_reasons,
             "grad_norms": list(self.norms),
             "loader": self.loader.state_dict(),
+            **({"loss_scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     # -- one step -----------------------------------------------------------------------------
-    def _autocast(self):
-        # Under FSDP2 its mixed-precision policy casts the parameters to bf16 instead.
-        enabled = self.cfg.precision == "bf16" and not self.fsdp
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
-
     def _loss(self, batch: LMBatch) -> tuple[Tensor, int]:
         """Mean loss of one micro-batch and its number of target positions."""
         batch = batch.to(self.device)
-        with self._autocast():
-            # The loss is computed inside the model's forward (fused with the output
-            # projection), where FSDP has the tied embedding gathered.
-            loss = self.model(batch.inputs, **batch.forward_kwargs())
+        # The loss is computed inside the model's forward (fused with the output projection),
+        # where FSDP has the tied embedding gathered.
+        loss = self.model(batch.inputs, **batch.forward_kwargs())
         return loss, batch.targets.numel()
+
+    @property
+    def _loss_scale(self) -> float:
+        return self.scaler.scale if self.scaler is not None else 1.0
 
     def _forward_backward(self, batch: Tensor, global_batch: int, first_sample: int) -> Tensor:
         """Accumulate gradients over this rank's micro-batches. Each micro-batch's loss (the
@@ -219,17 +237,16 @@ class Trainer:
         total = global_batch * self.seq_len
         if self.pipeline is not None:
             n_micro = batch.shape[0] // mbs
-            self.pipeline.loss_scale = mbs * self.seq_len / total
+            self.pipeline.loss_scale = mbs * self.seq_len / total * self._loss_scale
             inputs = batch[:, :-1].to(self.device)
             targets = batch[:, 1:].to(self.device)
-            with self._autocast():
-                return self.pipeline.step(inputs, targets, n_micro)
+            return self.pipeline.step(inputs, targets, n_micro) / self._loss_scale
         ids = range(first_sample, first_sample + batch.shape[0])
         loss_sum = torch.zeros((), device=self.device)
         for micro in self.objective.batch(batch, ids).split(mbs):
             loss, n = self._loss(micro)
             weighted = loss * (n / total)
-            weighted.backward()
+            (weighted.float() * self._loss_scale if self.scaler else weighted).backward()
             loss_sum += weighted.detach().float()
         return loss_sum
 
@@ -280,6 +297,13 @@ class Trainer:
                 return f"grad norm spike ({norm:.3g} > {self.cfg.spike_factor} x {median:.3g})"
         return None
 
+    def _unscale_overflowed(self) -> bool:
+        """fp16: divide every gradient by the loss scale; True when one overflowed on any rank
+        (Megatron's _unscale_main_grads_and_check_for_nan)."""
+        params, _ = self._clip_params
+        group = None if self.mesh is None else torch.distributed.group.WORLD
+        return self.scaler.unscale_and_check((p.grad for p in params), group=group)
+
     def _in_skip_range(self, step: int) -> bool:
         return any(a <= step <= b for a, b in self.skip_ranges)
 
@@ -310,10 +334,19 @@ class Trainer:
                 for group in opt.param_groups:
                     group["lr"] = lr
             loss = self._sum_over_ranks(self._forward_backward(batch, bs, first_sample))
-            norm = self._clip()
-            loss_v, norm_v = torch.stack([loss, norm.float()]).tolist()  # the step's one sync
-            metrics.update(loss=loss_v, grad_norm=norm_v)
-            reason = self._guard(loss_v, norm_v)
+            if self.scaler is not None:
+                metrics["loss_scale"] = self.scaler.scale
+            if self.scaler is not None and self._unscale_overflowed():
+                metrics["loss"] = loss.item()
+                reason = f"fp16 gradient overflow (loss scale {self.scaler.scale:g})"
+                self.scaler.update(True)
+            else:
+                norm = self._clip()
+                loss_v, norm_v = torch.stack([loss, norm.float()]).tolist()  # one sync
+                metrics.update(loss=loss_v, grad_norm=norm_v)
+                reason = self._guard(loss_v, norm_v)
+                if self.scaler is not None:
+                    self.scaler.update(False)
             if reason is None:
                 for opt in self.optimizers:
                     opt.step()
@@ -352,13 +385,12 @@ class Trainer:
                     if batch.shape[0] % n_micro:
                         continue  # a short last batch cannot be cut into the stages' count
                     self.pipeline.loss_scale = 1.0 / n_micro
-                    with self._autocast():
-                        loss = self.pipeline.step(
-                            batch[:, :-1].to(self.device),
-                            batch[:, 1:].to(self.device),
-                            n_micro,
-                            train=False,
-                        )
+                    loss = self.pipeline.step(
+                        batch[:, :-1].to(self.device),
+                        batch[:, 1:].to(self.device),
+                        n_micro,
+                        train=False,
+                    )
                     if self.mesh["pp"].size() > 1:
                         import torch.distributed as dist
 

@@ -28,7 +28,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for n, p in named:
         groups.setdefault((no_decay(n, p), hasattr(p, "device_mesh")), []).append(p)
-    return torch.optim.AdamW(
+    opt = torch.optim.AdamW(
         [
             {"params": params, "weight_decay": 0.0 if plain else cfg.weight_decay}
             for (plain, _), params in sorted(groups.items())
@@ -39,3 +39,26 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         fused=on_gpu or None,
         foreach=None if on_gpu else True,
     )
+    init_state(opt)
+    return opt
+
+
+def init_state(opt: torch.optim.AdamW) -> None:
+    """Create AdamW's state (step 0, zero moments) as its first step would.
+
+    Without it, DCP's `get_optimizer_state_dict` initialises an empty state itself by running a
+    zero-lr step, which counts as step 1: a checkpoint written (or a resume started) before the
+    first real update (e.g. after fp16 overflow skips) would shift Adam's bias correction by one
+    step against an uninterrupted run."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            if opt.state.get(p):
+                continue
+            on_device = group.get("fused") or group.get("capturable")
+            opt.state[p] = {
+                "step": torch.zeros(
+                    (), dtype=torch.float32, device=p.device if on_device else None
+                ),
+                "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+            }
