@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import typing
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import yaml
 
 from bloomforge.model.config import ModelConfig
 from bloomforge.model.flops import count_params
-from bloomforge.recipe import Recipe, TrainConfig, load_recipe
+from bloomforge.recipe import Recipe, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "training.md"
@@ -143,22 +142,10 @@ def _from_tr11(key: str, text: str, seq_len: int):
 
 
 # -- the recipes -------------------------------------------------------------------------------
-def _precisions() -> tuple[str, ...]:
-    return typing.get_args(typing.get_type_hints(TrainConfig)["precision"])
-
-
-FP16_ACCEPTED = "fp16" in _precisions()
-
-
 def _load(preset: str) -> tuple[Recipe, dict]:
     path = REPO / "recipes" / f"{preset}.yaml"
     raw = yaml.safe_load(path.read_text())
-    overrides = []
-    if raw["train"].get("precision") == "fp16" and not FP16_ACCEPTED:
-        # recipe.py does not take `fp16` yet (being added): load the rest; the precision row is
-        # checked on the YAML text, and test_fp16_recipes_load below marks the gap.
-        overrides = ["train.precision=bf16"]
-    return load_recipe(path, overrides), raw
+    return load_recipe(path), raw
 
 
 def _get(obj, key: str):
@@ -204,11 +191,6 @@ def test_recipe_and_preset_hold_the_doc_values(preset):
             assert got == pytest.approx(want), f"{preset} {setting}: preset {key} = {got!r}"
 
 
-@pytest.mark.xfail(
-    not FP16_ACCEPTED,
-    reason="train.precision fp16 is not accepted by src/bloomforge/recipe.py yet (being added)",
-    strict=True,
-)
 def test_fp16_recipes_load():
     fp16 = [p for p, m in MODELS.items() if any(r[1] == "--fp16" for r in m["rows"])]
     assert fp16  # tr11's smaller runs were fp16

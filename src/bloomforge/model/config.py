@@ -16,8 +16,9 @@ MLPKind = Literal["gelu", "swiglu", "geglu", "reglu"]
 AttentionKind = Literal["causal", "prefix_lm"]
 AttentionImpl = Literal["sdpa", "flex", "reference"]
 
-# BLOOM's tokenizer has 250680 tokens; Megatron-DeepSpeed padded the embedding to a multiple of
-# make-vocab-size-divisible-by (128) x TP (4) = 512, giving the released 250880.
+# BLOOM's tokenizer has 250680 tokens; tr11 padded the embedding to 250880 with
+# `--pad-vocab-size-to 250880` (train/tr11-176B-ml/tr11-176B-ml.slurm); rounding up to a multiple
+# of 512 gives the same size.
 BLOOM_VOCAB = 250680
 BLOOM_PAD_MULTIPLE = 512
 
@@ -48,7 +49,8 @@ class ModelConfig:
     rotary_base: float = 10000.0
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
-    # BLOOM tr11: init_method_std = sqrt(1 / (3 * hidden)) (0.0048 for 176B); None derives it.
+    # None: sqrt(1 / (3 * hidden)) (0.0048 at 176B's width). tr11 passed a fixed
+    # --init-method-std 0.0048 to every size; the BLOOM presets set it (docs/training.md).
     init_std: float | None = None
     # Megatron's scaled_init_method_normal: output projections get std / sqrt(2 * n_layer).
     scale_output_init: bool = True

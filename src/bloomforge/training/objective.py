@@ -12,10 +12,10 @@ Prefix LM, as Megatron-DeepSpeed's `pretrain_prefix_lm.py` trains it (megatron/u
   attends bidirectionally inside columns [0, p) and causally after them (ALiBi unchanged);
 - `loss_on_targets_only`: the loss skips the predictions made inside the prefix except the last
   one (`loss_mask[:p - 1] = 0`: the last prefix token predicts the first target). Megatron's
-  flag defaults to off; here it defaults to on, because with a bidirectional prefix a token
-  inside it sees the very token it is asked to predict, so that loss only teaches copying
-  (Wang et al. 2022, "What language model architecture and pretraining objective work best
-  for zero-shot generalization?", computed the non-causal decoder's loss on targets only);
+  flag defaults to off; here it defaults to on, as BigScience's own prefix-LM runs set it
+  (bigscience-workshop/bigscience train/tr6-1B3-prefix-lm/tr6-1B3-modeling-prefix-lm.slurm:
+  `--loss-on-targets-only`): with a bidirectional prefix a token inside it sees the very token
+  it is asked to predict, so that loss only teaches copying;
 - `reweight_loss_based_on_position_frequency` (`reweight_loss_mask_`): the loss mask is
   multiplied by (T - i) / (T + 1) * 2 at position i, and the loss is sum(w CE) / sum(w).
 Megatron draws p from Python's global `random`; here p comes from a generator keyed by the seed
