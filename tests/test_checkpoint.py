@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from bloomforge.checkpoint import load_checkpoint, save_checkpoint
 from bloomforge.errors import BloomforgeError
@@ -51,10 +53,20 @@ def test_failed_save_keeps_previous_checkpoint(saved, monkeypatch):
     assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt"]  # no temp folders left
 
 
+def _forget_checksums(path):
+    """A checkpoint folder made by hand or by an older version: no recorded checksums."""
+    meta = json.loads((path / "meta.json").read_text())
+    meta.pop("files")
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
 def test_truncated_weights_are_named(saved):
     path, *_ = saved
     data = (path / "model.safetensors").read_bytes()
     (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BloomforgeError, match=r"model\.safetensors: checksum mismatch"):
+        load_checkpoint(path)
+    _forget_checksums(path)  # without checksums the reader still names the file
     with pytest.raises(BloomforgeError, match=r"model\.safetensors: unreadable weights"):
         load_checkpoint(path)
 
@@ -62,15 +74,23 @@ def test_truncated_weights_are_named(saved):
 def test_nan_weights_are_refused(tmp_path):
     cfg = ModelConfig(n_layer=1, hidden=16, n_head=2, vocab_size=32)
     model = BloomLM.build(cfg, seed=0)
+    save_checkpoint(tmp_path / "c", model, Recipe(model=cfg))
     with torch.no_grad():
         model.layers["0"].mlp.up.weight[0, 0] = float("nan")
-    save_checkpoint(tmp_path / "c", model, Recipe(model=cfg))
-    with pytest.raises(BloomforgeError, match=r"'layers\.0\.mlp\.up\.weight' contains NaN"):
+    nan_name = r"'layers\.0\.mlp\.up\.weight' contains NaN"
+    with pytest.raises(BloomforgeError, match="refusing to save: .*" + nan_name):
+        save_checkpoint(tmp_path / "c", model, Recipe(model=cfg))
+    load_checkpoint(tmp_path / "c")  # the good checkpoint is still there
+    # NaN weights written some other way (no checksum to catch them) are refused on load
+    save_file(model.state_dict(), tmp_path / "c" / "model.safetensors")
+    _forget_checksums(tmp_path / "c")
+    with pytest.raises(BloomforgeError, match=nan_name):
         load_checkpoint(tmp_path / "c")
 
 
 def test_config_that_does_not_match_weights(saved):
     path, *_ = saved
+    _forget_checksums(path)  # edited by hand: with its checksum a changed file is refused
     text = (path / "config.yaml").read_text().replace("hidden: 64", "hidden: 128")
     (path / "config.yaml").write_text(text)
     with pytest.raises(BloomforgeError, match="has shape"):
@@ -79,6 +99,7 @@ def test_config_that_does_not_match_weights(saved):
 
 def test_misspelled_key_in_checkpoint_config(saved):
     path, *_ = saved
+    _forget_checksums(path)
     (path / "config.yaml").write_text(
         (path / "config.yaml").read_text().replace("n_head:", "n_heads:")
     )

@@ -6,12 +6,15 @@ A checkpoint is a folder:
     meta.json           format version, step, provenance
     tokenizer.json      optional
 In: a model + recipe (+ tokenizer). Out: that folder, written under a temporary name and renamed
-into place, so an interrupted save never leaves a half-written checkpoint. Loading never executes
-code (safetensors, safe YAML) and names the file and key on any mismatch.
+into place, so an interrupted save never leaves a half-written checkpoint; meta.json records the
+sha256 of every file. Saving refuses non-finite weights. Loading never executes code (safetensors,
+safe YAML), verifies the checksums, refuses non-finite weights and names the file and key on any
+mismatch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -61,19 +64,19 @@ def save_checkpoint(
     tokenizer_file: str | Path | None = None,
     meta: dict[str, Any] | None = None,
     extra: Callable[[Path], None] | None = None,
-    checksum: Callable[[Path], str] | None = None,
 ) -> Path:
     """Write the checkpoint folder atomically; an existing folder at `out` is replaced.
 
     `model` is a model, its state dict, or None when `extra(tmp)` writes model.safetensors
     itself (consolidated from a sharded save). `extra(tmp)` writes further files into the folder
-    (training state); with `checksum`, meta.json records `files: {name: checksum(file)}` for
-    every other file.
+    (training state); meta.json records `files: {name: sha256}` for every other file.
     """
     with atomic_directory(out) as tmp:
         if model is not None:
             state = model if isinstance(model, dict) else model.state_dict()
-            save_file(cpu_tensors(state), tmp / WEIGHTS, metadata={"format": "pt"})
+            state = cpu_tensors(state)
+            check_finite(state, f"{out}/{WEIGHTS}", "refusing to save: ")
+            save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
         save_recipe(recipe, tmp / "config.yaml")
         if tokenizer_file is not None:
             shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
@@ -82,10 +85,49 @@ def save_checkpoint(
         if not (tmp / WEIGHTS).is_file():
             raise BloomforgeError(f"{out}: no {WEIGHTS} was written")
         info = {"format": FORMAT, "version": VERSION, **(meta or {})}
-        if checksum is not None:
-            info["files"] = {p.name: checksum(p) for p in sorted(tmp.iterdir())}
+        info["files"] = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
         (tmp / "meta.json").write_text(json.dumps(info, indent=2) + "\n")
     return Path(out)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(folder: Path, require: bool = False) -> str | None:
+    """None if every file matches its checksum in meta.json, else what is wrong. Without
+    `require`, a folder with no recorded checksums (an older version's, or one made by hand) is
+    not judged; training checkpoints always require them."""
+    meta_file = folder / "meta.json"
+    if not meta_file.is_file() and not require:
+        return None
+    try:
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as e:
+        return f"{meta_file} line {e.lineno}: not valid JSON ({e.msg})"
+    except OSError as e:
+        return f"{meta_file}: unreadable ({e})"
+    if require and not meta.get("files"):
+        return f"{meta_file}: no checksums"
+    for name, digest in (meta.get("files") or {}).items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path}: missing"
+        if sha256(path) != digest:
+            return f"{path}: checksum mismatch (truncated or damaged)"
+    return None
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str, what: str = "") -> None:
+    """A one-line error naming the first tensor with NaN or inf."""
+    for name, tensor in state.items():
+        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+        if local.is_floating_point() and not torch.isfinite(local).all():
+            raise BloomforgeError(f"{what}{source}: '{name}' contains NaN or inf")
 
 
 def cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -102,6 +144,9 @@ def load_checkpoint(
     for name in (WEIGHTS, "config.yaml"):
         if not (path / name).is_file():
             raise BloomforgeError(f"{path / name}: missing (not a bloomforge checkpoint?)")
+    problem = verify(path)
+    if problem is not None:
+        raise BloomforgeError(problem)
     try:
         recipe = from_dict(Recipe, load_yaml(path / "config.yaml"))
     except ConfigError as e:
@@ -157,6 +202,7 @@ def load_state(
 ) -> None:
     """Copy `state` into a (meta or real) model, checking every name and shape first."""
     expected = model.state_dict()
+    check_finite(state, source)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -168,8 +214,6 @@ def load_state(
                 f"{source}: '{name}' has shape {tuple(tensor.shape)}, "
                 f"the config needs {tuple(expected[name].shape)}"
             )
-        if not torch.isfinite(tensor).all():
-            raise BloomforgeError(f"{source}: '{name}' contains NaN or inf")
     state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     model.init_buffers(torch.device(device))

@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "bloomforge.evaluation.commands",  # eval
     "bloomforge.science.commands",  # plan, scaling, ablate, carbon
     "bloomforge.pipeline.commands",  # run, demo
+    "bloomforge.serve.commands",  # serve
 )
 
 

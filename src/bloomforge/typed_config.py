@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import tempfile
 import types
@@ -144,6 +145,36 @@ def _number(tp: type, value: Any, key: str) -> int | float:
     return int(number)
 
 
+def bounded(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A dataclass field whose numeric value (when not None) must lie in a range, declared next
+    to the field and checked by `from_dict` at load time. Numbers must also be finite."""
+    return dataclasses.field(default=default, metadata={"bounds": (ge, gt, le, lt)})
+
+
+def _check_bounds(value: Any, bounds: tuple, key: str) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"key '{key}': must be a finite number, got {value}")
+    ge, gt, le, lt = bounds
+    tests = (
+        (ge, ">=", value >= ge if ge is not None else True),
+        (gt, ">", value > gt if gt is not None else True),
+        (le, "<=", value <= le if le is not None else True),
+        (lt, "<", value < lt if lt is not None else True),
+    )
+    if not all(ok for _, _, ok in tests):
+        allowed = " and ".join(f"{op} {b:g}" for b, op, _ in tests if b is not None)
+        raise ConfigError(f"key '{key}': must be {allowed}, got {value:g}")
+
+
 def _reraise(exc: ValueError, prefix: str) -> NoReturn:
     """Re-raise an error from user code (`resolve_input`, `__post_init__`) with the section path."""
     msg = str(exc)
@@ -187,6 +218,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
         path = f"{prefix}.{f.name}" if prefix else f.name
         if f.name in raw:
             kwargs[f.name] = _convert(hints[f.name], raw[f.name], path)
+            if "bounds" in f.metadata:
+                _check_bounds(kwargs[f.name], f.metadata["bounds"], path)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing key '{path}'")
     try:
@@ -256,10 +289,14 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping with `yaml.safe_load`; an empty file gives `{}`."""
     name = os.fspath(path)
+    if Path(path).is_dir():
+        raise ConfigError(f"{name}: is a folder, not a YAML file (give a recipe .yaml file)")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{name}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{name}: not a text file ({e.reason})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

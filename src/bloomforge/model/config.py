@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
+from bloomforge.typed_config import bounded
+
 Position = Literal["alibi", "none", "learned", "sinusoidal", "rotary"]
 MLPKind = Literal["gelu", "swiglu", "geglu", "reglu"]
 AttentionKind = Literal["causal", "prefix_lm"]
@@ -37,21 +39,23 @@ class ModelConfig:
     n_head: int = 4
     vocab_size: int = 1024
     pad_vocab_multiple: int = 128
-    ffn_hidden_size: int | None = None  # None: 4 * hidden, as BLOOM (also for the GLU variants)
-    max_seq_len: int = 2048
+    ffn_hidden_size: int | None = bounded(
+        None, ge=1
+    )  # None: 4 * hidden, as BLOOM (also for the GLU variants)
+    max_seq_len: int = bounded(2048, ge=1)
     position: Position = "alibi"
     mlp: MLPKind = "gelu"
     embedding_layernorm: bool = True
     attention: AttentionKind = "causal"
     attn_impl: AttentionImpl = "sdpa"
-    layer_norm_eps: float = 1e-5
+    layer_norm_eps: float = bounded(1e-5, gt=0)
     tie_embeddings: bool = True
-    rotary_base: float = 10000.0
-    hidden_dropout: float = 0.0
-    attention_dropout: float = 0.0
+    rotary_base: float = bounded(10000.0, gt=0)
+    hidden_dropout: float = bounded(0.0, ge=0, lt=1)
+    attention_dropout: float = bounded(0.0, ge=0, lt=1)
     # None: sqrt(1 / (3 * hidden)) (0.0048 at 176B's width). tr11 passed a fixed
     # --init-method-std 0.0048 to every size; the BLOOM presets set it (docs/training.md).
-    init_std: float | None = None
+    init_std: float | None = bounded(None, gt=0)
     # Megatron's scaled_init_method_normal: output projections get std / sqrt(2 * n_layer).
     scale_output_init: bool = True
 
@@ -97,6 +101,8 @@ class ModelConfig:
         name = data.get("preset")
         if name is None:
             return data
+        if not isinstance(name, str):
+            raise ValueError(f"key 'preset': expected a preset name, got {type(name).__name__}")
         if name not in PRESETS:
             raise ValueError(f"key 'preset': {_unknown_preset(name)}")
         base = {f.name: getattr(PRESETS[name], f.name) for f in fields(cls)}

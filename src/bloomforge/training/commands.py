@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -44,8 +45,14 @@ def _run_train(args: argparse.Namespace) -> int:
     rank, world_size = 0, 1
     if launched_by_torchrun():
         rank, world_size = init_distributed(recipe.train.device)
+    from bloomforge.errors import RunStopped
+
     try:
         summary = Trainer(recipe, resume=args.resume, rank=rank, world_size=world_size).fit()
+    except RunStopped as e:
+        if rank == 0:
+            print(f"bloomforge: {e}", file=sys.stderr)
+        return 1
     finally:
         if world_size > 1:
             import torch.distributed as dist

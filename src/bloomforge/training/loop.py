@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from bloomforge.data.loader import MixtureLoader
-from bloomforge.errors import BloomforgeError
+from bloomforge.errors import BloomforgeError, RunStopped
 from bloomforge.model import BloomLM
 from bloomforge.model.flops import count_params, train_flops_per_token
 from bloomforge.parallel.apply import LOW_PRECISION, parallelize
@@ -61,21 +61,33 @@ def resolve_device(name: str) -> torch.device:
 
 def _tokenizer_of(recipe: Recipe) -> Path:
     """The tokenizer: the recipe's, else the copy stored beside the token shards."""
-    candidates = [recipe.tokenizer.path, recipe.data.tokens]
-    for c in candidates:
-        if c and find_tokenizer_file(c) is not None:
-            return find_tokenizer_file(c)
-    raise BloomforgeError(
-        "no tokenizer: set tokenizer.path, or data.tokens to a folder holding tokenizer.json"
-    )
+    if recipe.tokenizer.path:
+        found = find_tokenizer_file(recipe.tokenizer.path)
+        if found is None:
+            raise BloomforgeError(
+                f"tokenizer.path={recipe.tokenizer.path}: no tokenizer.json there"
+            )
+        return found
+    found = find_tokenizer_file(recipe.data.tokens)
+    if found is None:
+        raise BloomforgeError(
+            f"data.tokens={recipe.data.tokens} holds no tokenizer.json: set tokenizer.path"
+        )
+    return found
 
 
 def prepare_recipe(recipe: Recipe) -> Recipe:
     """Check what training needs and let the tokenizer decide the vocabulary (as Megatron does)."""
     if not recipe.data.tokens:
         raise BloomforgeError("data.tokens is not set (a folder from `bloomforge data tokenize`)")
+    if not Path(recipe.data.tokens).is_dir():
+        raise BloomforgeError(
+            f"data.tokens={recipe.data.tokens}: no such folder (run `bloomforge data tokenize`)"
+        )
     if not recipe.out:
         raise BloomforgeError("out is not set (the run folder), e.g. out=runs/t1")
+    if Path(recipe.out).exists() and not Path(recipe.out).is_dir():
+        raise BloomforgeError(f"out={recipe.out}: is a file, not a run folder")
     n_vocab = load_tokenizer(_tokenizer_of(recipe)).get_vocab_size()
     model = dataclasses.replace(recipe.model, vocab_size=n_vocab)
     train = recipe.train
@@ -139,9 +151,12 @@ class Trainer:
             )
         # Counters; all restored at resume.
         self.step = self.samples = self.tokens = self.skipped = 0
+        self.consecutive_skips = 0
         self.skip_reasons: dict[str, int] = {}
         self.norms: deque[float] = deque(maxlen=max(1, cfg.spike_window))
 
+        if rank == 0:
+            ckpt.remove_interrupted_saves(self.run)
         existing = ckpt.checkpoint_dirs(self.run)
         if existing and not resume:
             raise BloomforgeError(
@@ -178,6 +193,12 @@ class Trainer:
             from bloomforge.parallel.checkpoint import load_into
 
             load_into(self.parts, self.optimizers, self.resumed_from)
+            bad = self._non_finite_weight()
+            if bad is not None:
+                raise BloomforgeError(
+                    f"{self.resumed_from / 'model.safetensors'}: '{bad}' contains NaN or inf "
+                    "(its checksum matches: it was saved so); resume from an earlier checkpoint"
+                )
             self._load_trainer_state(ckpt.read_trainer_state(self.resumed_from))
             if not ckpt.restore_rng(ckpt.read_rng(self.resumed_from), rank, world_size):
                 warnings.warn(
@@ -195,6 +216,7 @@ class Trainer:
     # -- set-up -------------------------------------------------------------------------------
     def _load_trainer_state(self, state: dict[str, Any]) -> None:
         self.step, self.samples = state["step"], state["samples"]
+        self.consecutive_skips = state.get("consecutive_skips", 0)
         self.tokens, self.skipped = state["tokens"], state["skipped"]
         self.skip_reasons = dict(state.get("skip_reasons", {}))
         self.norms.extend(state.get("grad_norms", []))
@@ -208,6 +230,7 @@ class Trainer:
             "samples": self.samples,
             "tokens": self.tokens,
             "skipped": self.skipped,
+            "consecutive_skips": self.consecutive_skips,
             "skip_reasons": self.skip_reasons,
             "grad_norms": list(self.norms),
             "loader": self.loader.state_dict(),
@@ -353,6 +376,10 @@ class Trainer:
                 self.norms.append(norm_v)
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
+        if reason is None or reason == "train.skip_ranges":
+            self.consecutive_skips = 0  # a user's skip range is not a failure to learn
+        else:
+            self.consecutive_skips += 1
         if reason is not None:
             self.skipped += 1
             kind = reason.split(" (")[0]  # counted by kind, without the step's numbers
@@ -408,7 +435,34 @@ class Trainer:
         return out
 
     # -- checkpoints --------------------------------------------------------------------------
+    def _non_finite_weight(self) -> str | None:
+        """The name of a weight holding NaN or inf on any rank (agreed by all), else None."""
+        bad = None
+        for part in self.parts:
+            for name, param in part.named_parameters():
+                local = param.to_local() if hasattr(param, "to_local") else param
+                if not torch.isfinite(local).all():
+                    bad = name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")
+                    break
+            if bad:
+                break
+        if self.mesh is not None:
+            import torch.distributed as dist
+
+            flag = torch.tensor([1.0 if bad else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and bad is None:
+                bad = "a weight held by another rank"
+        return bad
+
     def save(self) -> Path:
+        bad = self._non_finite_weight()
+        if bad is not None:
+            newest = ckpt.checkpoint_dirs(self.run)
+            keep = f"; the newest checkpoint stays {newest[-1]}" if newest else ""
+            raise RunStopped(
+                f"refusing to save step {self.step}: '{bad}' contains NaN or inf{keep}"
+            )
         ckpt.fault_point("checkpoint-before", self.step)
         from bloomforge.parallel.checkpoint import flat_state, state_dicts
 
@@ -472,10 +526,12 @@ class Trainer:
         window_start, window_tokens = time.perf_counter(), 0
         last: dict[str, Any] = {}
         stop = None
+        finished_before = self.resumed_from is not None and self.tokens >= cfg.max_tokens
         try:
             while self.tokens < cfg.max_tokens:
                 metrics = self.train_step()
                 ckpt.fault_point("step", self.step)
+                self._check_can_learn(metrics)
                 window_tokens += metrics["batch_size"] * self.seq_len
                 if self.step % cfg.log_every == 0 or self.tokens >= cfg.max_tokens:
                     now = time.perf_counter()
@@ -503,10 +559,19 @@ class Trainer:
                     log.print(f"stopping at step {self.step}: {stop}; resume with --resume")
                     break
             else:
-                self._log_validation(log)
                 saved = ckpt.checkpoint_dirs(self.run)
-                if not saved or saved[-1].name != f"{ckpt.PREFIX}{self.step:08d}":
-                    self.save()
+                final = saved[-1] if saved else None
+                complete = (
+                    final is not None
+                    and final.name == f"{ckpt.PREFIX}{self.step:08d}"
+                    and ckpt.verify(final) is None
+                )
+                if finished_before and complete:
+                    log.print(f"{self.run}: already trained to {self.tokens:,} tokens")
+                else:
+                    self._log_validation(log)
+                    if not complete:  # missing, or damaged and now recomputed: (re)write it
+                        self.save()
         finally:
             for s, h in old_handlers.items():
                 signal.signal(s, h)
@@ -528,6 +593,20 @@ class Trainer:
             "emissions_kg": emissions,
             "checkpoint": str(ckpt.checkpoint_dirs(self.run)[-1]),
         }
+
+    def _check_can_learn(self, metrics: dict[str, Any]) -> None:
+        """Stop (RunStopped, exit code 1) after train.max_consecutive_skips skipped steps in a
+        row; no checkpoint is written, so the newest one stays the last good one."""
+        limit = self.cfg.max_consecutive_skips
+        if not limit or self.consecutive_skips < limit:
+            return
+        newest = ckpt.checkpoint_dirs(self.run)
+        keep = f"; the newest checkpoint stays {newest[-1]}" if newest else "; nothing was saved"
+        raise RunStopped(
+            f"stopping at step {self.step}: {self.consecutive_skips} steps in a row were skipped "
+            f"(last: {metrics.get('skip_reason')}), the run cannot learn with these settings "
+            f"(train.max_consecutive_skips={limit}){keep}"
+        )
 
     def _log_validation(self, log: MetricsLog) -> None:
         results = self.validate()

@@ -16,7 +16,6 @@ into any layout).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -35,18 +34,11 @@ from bloomforge.checkpoint import (
     run_checkpoints,
     save_checkpoint,
 )
+from bloomforge.checkpoint import verify as verify_checkpoint
 from bloomforge.errors import BloomforgeError
 from bloomforge.recipe import Recipe
 
 PREFIX = STEP_PREFIX
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fault_point(point: str, step: int) -> None:
@@ -109,7 +101,6 @@ def save_training_checkpoint(
             tokenizer_file,
             meta={"step": step, "tokens": trainer_state["tokens"]},
             extra=extra,
-            checksum=_sha256,
         )
         shutil.rmtree(staging, ignore_errors=True)
         for old in checkpoint_dirs(run)[:-keep_last] if keep_last > 0 else []:
@@ -121,23 +112,27 @@ def save_training_checkpoint(
     return out
 
 
+def remove_interrupted_saves(run: Path) -> list[Path]:
+    """Delete what killed saves left in `run/checkpoints`: the temporary folders of
+    `atomic_directory` (`.step_N.tmp-*`, `.step_N.old-*`) and sharded staging folders."""
+    root = run / "checkpoints"
+    if not root.is_dir():
+        return []
+    leftovers = [
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and p.name.startswith((f".{PREFIX}", f".staging-{PREFIX}"))
+        and (".tmp-" in p.name or ".old-" in p.name or p.name.startswith(".staging-"))
+    ]
+    for p in leftovers:
+        shutil.rmtree(p, ignore_errors=True)
+    return leftovers
+
+
 def verify(folder: Path) -> str | None:
-    """None if every file matches its checksum in meta.json, else what is wrong."""
-    meta_file = folder / "meta.json"
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        return f"{meta_file}: unreadable ({e})"
-    files = meta.get("files")
-    if not files:
-        return f"{meta_file}: no checksums"
-    for name, digest in files.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{path}: missing"
-        if _sha256(path) != digest:
-            return f"{path}: checksum mismatch (truncated or damaged)"
-    return None
+    """None if the training checkpoint's files all match their recorded checksums."""
+    return verify_checkpoint(folder, require=True)
 
 
 def latest_valid_checkpoint(run: Path) -> Path | None:
