@@ -254,7 +254,7 @@ def _choice(
     if row.logprobs is not None:
         lps = row.logprobs if req.echo else row.logprobs[len(prompt) :]
         ids = (prompt if req.echo else []) + row.new
-        tokens = [engine.decode([t], skip_special=False) for t in ids]
+        tokens = [engine.token_text(t) for t in ids]
         offsets, at = [], 0
         for t in tokens:
             offsets.append(at)

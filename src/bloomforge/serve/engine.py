@@ -147,6 +147,12 @@ class Engine:
     def decode(self, ids: list[int], skip_special: bool = True) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special)
 
+    def token_text(self, token: int) -> str:
+        """One token as text; a piece of a UTF-8 character (not text alone) as its byte-level
+        symbol, so that different tokens never share a name in `top_logprobs`."""
+        text = self.decode([token], skip_special=False)
+        return text if "\ufffd" not in text else self.tokenizer.id_to_token(token) or text
+
     def completion_text(self, row: Row) -> str:
         """New tokens as text, cut before the first stop string."""
         text = self.decode(row.new)
@@ -323,7 +329,7 @@ class Engine:
                 ):
                     alts: dict[str, float] = {}
                     for t, v in [(s[p + 1], c), *zip(ix, vs, strict=True)]:
-                        key = self.decode([int(t)], skip_special=False)
+                        key = self.token_text(int(t))
                         alts[key] = max(alts.get(key, float("-inf")), v)
                     rows.append((c, alts))
             out.append(rows)
