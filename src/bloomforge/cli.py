@@ -88,17 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokenizer.json or folder; 'bytes' (default) = byte-level",
     )
     init.add_argument("--seed", type=int, default=1234)
+    _add_overwrite(init)
     init.set_defaults(func=_run_model_init)
 
     imp = sub.add_parser("import", help="local Hugging Face BLOOM folder -> bloomforge checkpoint")
     imp.add_argument("hf_dir")
     imp.add_argument("out")
+    _add_overwrite(imp)
     imp.set_defaults(func=_run_import)
     exp = sub.add_parser(
         "export", help="bloomforge checkpoint -> Hugging Face BloomForCausalLM folder"
     )
     exp.add_argument("ckpt")
     exp.add_argument("out")
+    _add_overwrite(exp)
     exp.set_defaults(func=_run_export)
 
     gen = sub.add_parser("generate", help="continue prompts with a checkpoint (KV cache)")
@@ -123,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         commands.register(sub)
     return p
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT when it is a non-empty folder (never a training run folder)",
+    )
 
 
 def _model_config(name: str, overrides: Sequence[str]):
@@ -150,11 +161,17 @@ def _run_model_init(args: argparse.Namespace) -> int:
 
     from bloomforge.checkpoint import save_checkpoint
     from bloomforge.model import BloomLM
+    from bloomforge.outputs import claim_output
     from bloomforge.recipe import Recipe
     from bloomforge.tokenizer import byte_level_tokenizer, find_tokenizer_file, load_tokenizer
 
     cfg = _model_config(args.name, args.overrides)
-    with tempfile.TemporaryDirectory() as tmp:
+    recipe = args.name if args.name.endswith((".yaml", ".yml")) else None
+    tok_input = None if args.tokenizer == "bytes" else args.tokenizer
+    with (
+        claim_output(args.out, inputs=[recipe, tok_input], overwrite=args.overwrite),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         if args.tokenizer == "bytes":
             tokenizer, tok_file = byte_level_tokenizer(), Path(tmp) / "tokenizer.json"
             tokenizer.save(str(tok_file))
@@ -176,16 +193,20 @@ def _run_model_init(args: argparse.Namespace) -> int:
 
 def _run_import(args: argparse.Namespace) -> int:
     from bloomforge.interop import import_hf
+    from bloomforge.outputs import claim_output
 
-    out = import_hf(args.hf_dir, args.out)
+    with claim_output(args.out, inputs=[args.hf_dir], overwrite=args.overwrite):
+        out = import_hf(args.hf_dir, args.out)
     print(f"imported {args.hf_dir} -> {out}")
     return 0
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from bloomforge.interop import export_hf
+    from bloomforge.outputs import claim_output
 
-    out = export_hf(args.ckpt, args.out)
+    with claim_output(args.out, inputs=[args.ckpt], overwrite=args.overwrite):
+        out = export_hf(args.ckpt, args.out)
     print(f"exported {args.ckpt} -> {out} (loads with BloomForCausalLM.from_pretrained)")
     return 0
 

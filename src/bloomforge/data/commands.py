@@ -7,6 +7,7 @@ Kept cheap to import: the engines are imported inside the handlers.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -33,7 +34,16 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="txt (one document per line), jsonl(.gz/.zst) or prepared output; file, glob or "
         "folder; LANG= sets the language",
     )
-    tok.add_argument("--out", required=True, help="token folder to write (replaced when complete)")
+    tok.add_argument(
+        "--out",
+        required=True,
+        help="token folder to write, new or empty (built aside, then renamed)",
+    )
+    tok.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out when it is a non-empty folder (never a training run folder)",
+    )
     tok.add_argument(
         "--workers", type=int, default=None, help="encoding threads (default: CPU cores)"
     )
@@ -51,15 +61,18 @@ def _run_tokenize(args: argparse.Namespace) -> int:
     import sys
 
     from bloomforge.data.tokenize import tokenize_corpus
+    from bloomforge.outputs import claim_output, spec_paths
 
-    m = tokenize_corpus(
-        args.tokenizer,
-        args.input,
-        args.out,
-        workers=args.workers,
-        shard_tokens=args.shard_tokens,
-        progress=not args.no_progress and sys.stderr.isatty(),
-    )
+    inputs = [args.tokenizer, *spec_paths(args.input)]
+    with claim_output(args.out, inputs=inputs, overwrite=args.overwrite):
+        m = tokenize_corpus(
+            args.tokenizer,
+            args.input,
+            args.out,
+            workers=args.workers,
+            shard_tokens=args.shard_tokens,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
     tokens = sum(s["tokens"] for s in m["shards"])
     docs = sum(s["documents"] for s in m["shards"])
     mb = m["read"]["bytes"] / 1e6
@@ -157,8 +170,37 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from bloomforge.data.report import write_report
+    import contextlib
 
-    html = write_report(args.prepared)
+    from bloomforge.data.report import write_report
+    from bloomforge.outputs import output_lock
+
+    prepared = Path(args.prepared)
+    # Not while `data prepare` (or another report) writes the folder; a missing folder is
+    # write_report's one-line error, and no lock (nor parent folder) is made for it.
+    lock = output_lock(prepared) if prepared.is_dir() else contextlib.nullcontext()
+    with lock:
+        _check_report_targets(prepared)
+        html = write_report(prepared)
     print(f"wrote {html}")
     return 0
+
+
+def _check_report_targets(prepared: Path) -> None:
+    """PREPARED/report/ and PREPARED/report.html are replaced: only an earlier report's."""
+    from bloomforge.errors import BloomforgeError
+
+    if not prepared.is_dir():
+        return
+    folder, page = prepared / "report", prepared / "report.html"
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise BloomforgeError(f"{folder}: is not a folder; move it away first")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "DATA_CARD.md").is_file():
+        raise BloomforgeError(f"{folder}: not an earlier data report; move it away first")
+    if page.is_dir() or page.is_symlink():
+        raise BloomforgeError(f"{page}: is not a file; move it away first")
+    if page.exists():
+        with open(page, encoding="utf-8", errors="replace") as f:
+            head = f.read(4096)
+        if "<title>bloomforge data report</title>" not in head:
+            raise BloomforgeError(f"{page}: not an earlier data report; move it away first")

@@ -23,6 +23,7 @@ from bloomforge.atomic import atomic_directory
 from bloomforge.checkpoint import load_checkpoint, load_state, read_safetensors, save_checkpoint
 from bloomforge.errors import BloomforgeError
 from bloomforge.model import BloomLM, ModelConfig
+from bloomforge.outputs import check_output
 from bloomforge.recipe import Recipe
 from bloomforge.tokenizer import SPECIAL_TOKENS, find_tokenizer_file
 
@@ -204,8 +205,12 @@ def _load_bin(file: Path) -> dict[str, torch.Tensor]:
 
 
 def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
-    """Local HF BLOOM folder -> bloomforge checkpoint (weights kept in float32)."""
+    """Local HF BLOOM folder -> bloomforge checkpoint (weights kept in float32).
+
+    `out` is replaced when complete; never the input, a folder holding it or a training run
+    (the CLI also refuses any other non-empty folder without --overwrite)."""
     folder = Path(hf_dir)
+    check_output(out, inputs=[folder], overwrite=True)
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise BloomforgeError(f"{config_file}: missing (not a Hugging Face model folder?)")
@@ -223,8 +228,12 @@ def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
 
 
 def export_hf(ckpt: str | Path, out: str | Path) -> Path:
-    """bloomforge checkpoint -> folder that BloomForCausalLM.from_pretrained loads offline."""
+    """bloomforge checkpoint -> folder that BloomForCausalLM.from_pretrained loads offline.
+
+    `out` is replaced when complete; never the checkpoint, a folder holding it or a training
+    run (the CLI also refuses any other non-empty folder without --overwrite)."""
     loaded = load_checkpoint(ckpt)
+    check_output(out, inputs=[ckpt, loaded.path], overwrite=True)
     hf_cfg = model_to_hf_config(loaded.recipe.model)
     with atomic_directory(out) as tmp:
         state = bloomforge_to_hf({k: v.contiguous() for k, v in loaded.model.state_dict().items()})

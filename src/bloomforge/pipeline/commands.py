@@ -52,13 +52,17 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _execute(recipe, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bloomforge.pipeline.runner import Context, run_stages
+    from bloomforge.outputs import claim_output
+    from bloomforge.pipeline.runner import Context, enterable, recipe_inputs, run_stages
     from bloomforge.pipeline.stages import pipeline_stages
 
     out = Path(args.out)
-    records = run_stages(
-        Context(out, recipe), pipeline_stages(recipe), args.first, args.last, args.force
-    )
+    stages = pipeline_stages(recipe)
+    inputs = [getattr(args, "recipe", None), *recipe_inputs(recipe)]
+    # A run re-enters its own folder (stages skipped when up to date) or one holding stage
+    # outputs made by hand; never a training run folder, an input, or a folder of other things.
+    with claim_output(out, inputs=inputs, reenter=lambda f: enterable(f, stages)):
+        records = run_stages(Context(out, recipe), stages, args.first, args.last, args.force)
     ran = [s for s, r in records.items() if not r["skipped"]]
     print(f"{out}: ran {', '.join(ran) or 'nothing (all up to date)'}")
     if (out / "report.html").exists():

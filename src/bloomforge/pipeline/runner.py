@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bloomforge.errors import BloomforgeError
+from bloomforge.outputs import find_run_folder
 from bloomforge.pipeline.config import STAGE_SECTIONS, STAGES, RunRecipe, stage_name
 from bloomforge.typed_config import save_yaml, to_dict
 
@@ -93,6 +94,38 @@ def settings_of(recipe: RunRecipe, stage: str) -> dict[str, Any]:
     if stage == "data":  # raw input files named in the section: edited in place -> re-run
         settings["files"] = path_stats([s for s in _strings(plain["data"]) if os.path.exists(s)])
     return settings
+
+
+def recipe_inputs(recipe: RunRecipe) -> list[str]:
+    """The existing files and folders a recipe reads (a run folder may not be inside one)."""
+    import sysconfig
+
+    named: list[str] = _strings(to_dict(recipe.data))
+    if recipe.corpus is not None:
+        named += [recipe.corpus.locale_dir, recipe.corpus.code_dir or sysconfig.get_path("stdlib")]
+    named += [s.rpartition("=")[2] for s in recipe.tokenizer.fertility]
+    named += [*recipe.eval.perplexity.values(), *([recipe.eval.data] if recipe.eval.data else [])]
+    return [s for s in named if s and os.path.exists(s)]
+
+
+def enterable(run: Path, stages: list[Stage]) -> bool:
+    """Whether `bloomforge run` may write into the non-empty folder `run`: one it made (it has
+    .stages/), or one holding only stage outputs made by hand; else a one-line error."""
+    if (run / RECORDS).is_dir():
+        return True
+    ours = {o.split("/")[0] for s in stages for o in s.outputs}
+    for entry in sorted(run.iterdir()):
+        if entry.name == "recipe.yaml":
+            raise BloomforgeError(
+                f"{entry}: was not written by `bloomforge run` (no {RECORDS}/ beside it); "
+                "choose a new folder for --out"
+            )
+        if entry.name not in ours and not entry.name.startswith("."):
+            raise BloomforgeError(
+                f"{run}: is not a bloomforge run folder (holds '{entry.name}'); "
+                "choose a new or empty folder for --out"
+            )
+    return True
 
 
 def record_path(run: Path, stage: str) -> Path:
@@ -160,7 +193,7 @@ def run_stages(
 ) -> dict[str, dict[str, Any]]:
     """Run or skip each stage; returns {stage: record} for the selected stages."""
     run, chosen = ctx.run, select(stages, first, last)
-    run.mkdir(parents=True, exist_ok=True)
+    (run / RECORDS).mkdir(parents=True, exist_ok=True)  # first: marks recipe.yaml as ours
     save_yaml(ctx.recipe, run / "recipe.yaml")
     fingerprints: dict[str, str] = {}
     done: dict[str, dict[str, Any]] = {}
@@ -203,6 +236,13 @@ def run_stages(
             previous = None
         made_here = record is not None or started_file.exists()
         found = [o for o in stage.outputs if (run / o).exists()]
+        runs = [o for o in found if find_run_folder(run / o.split("/")[0])]
+        if runs and not made_here:  # not even with --force: checkpoints are never cleared
+            raise BloomforgeError(
+                f"{run / runs[0].split('/')[0]} holds a training run that this run's "
+                f"{stage.name} stage did not write; --force never replaces checkpoints: "
+                "move it away or start after it (--from)"
+            )
         if found and not made_here and not force:  # never replace what a user put there
             raise BloomforgeError(
                 f"{run / found[0]} exists but was not written by this run's {stage.name} stage; "

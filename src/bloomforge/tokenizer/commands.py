@@ -47,7 +47,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--min-frequency", type=int, default=2, help="BPE min pair count")
     train.add_argument("--seed", type=int, default=0, help="seed of the document sampling")
     train.add_argument("--text-key", default="text", help="jsonl field with the text")
-    train.add_argument("--out", required=True, help="output folder (tokenizer.json)")
+    train.add_argument("--out", required=True, help="output folder (tokenizer.json), new or empty")
+    _add_overwrite(train)
     train.set_defaults(func=_run_train)
 
     fert = sub.add_parser("fertility", help="tokens per word per language vs references")
@@ -81,22 +82,39 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     fert.add_argument("--max-bytes-per-language", type=float, default=_MAX_BYTES)
     fert.add_argument("--seed", type=int, default=0)
-    fert.add_argument("--out", help="folder for fertility.md and fertility.json")
+    fert.add_argument("--out", help="folder for fertility.md and fertility.json, new or empty")
+    _add_overwrite(fert)
     fert.set_defaults(func=_run_fertility)
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out when it is a non-empty folder (never a training run folder)",
+    )
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from bloomforge.data.inputs import parse_inputs
+    from bloomforge.outputs import claim_output, spec_paths
+    from bloomforge.tokenizer.train import check_vocab_size
+
+    check_vocab_size(args.vocab_size)  # before reading gigabytes
+    specs = parse_inputs(args.input)
+    inputs = spec_paths(args.input)
+    with claim_output(args.out, inputs=inputs, overwrite=args.overwrite):  # before training
+        return _train_into(args, specs)
+
+
+def _train_into(args: argparse.Namespace, specs: list) -> int:
     from bloomforge.tokenizer.train import (
-        check_vocab_size,
         format_sampling,
         progress_enabled,
         save_trained,
         train_tokenizer,
     )
 
-    check_vocab_size(args.vocab_size)  # before reading gigabytes
-    specs = parse_inputs(args.input)
     start = time.perf_counter()
     result = train_tokenizer(
         specs,
@@ -119,6 +137,21 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_fertility(args: argparse.Namespace) -> int:
+    from bloomforge.outputs import claim_output, spec_paths
+
+    if not args.out:
+        return _fertility(args)
+    inputs = [
+        args.tokenizer,
+        *spec_paths(args.text),
+        *spec_paths(args.reference),
+        *spec_paths(args.train_text),
+    ]
+    with claim_output(args.out, inputs=inputs, overwrite=args.overwrite):
+        return _fertility(args)
+
+
+def _fertility(args: argparse.Namespace) -> int:
     from bloomforge.data.inputs import ReadStats, parse_inputs
     from bloomforge.errors import BloomforgeError
     from bloomforge.tokenizer.fertility import (
