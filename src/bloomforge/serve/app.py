@@ -130,6 +130,7 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
         req = await _parse(request, CompletionRequest)
+        _check_limits(engine, req)
         prompts = _prompts(engine, req)
         work = _work(engine, req, prompts)
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
@@ -193,7 +194,7 @@ def _prompts(engine: Engine, req: CompletionRequest) -> list[list[int]]:
     return prompts
 
 
-def _work(engine: Engine, req: CompletionRequest, prompts: list[list[int]]) -> Work:
+def _check_limits(engine: Engine, req: CompletionRequest) -> None:
     lim = engine.limits
     if req.max_tokens > lim.max_tokens:
         raise APIError(
@@ -203,6 +204,14 @@ def _work(engine: Engine, req: CompletionRequest, prompts: list[list[int]]) -> W
         )
     if req.n > lim.max_n:
         raise APIError(400, f"n: {req.n} is over this server's limit of {lim.max_n}", "n")
+    if req.logprobs is not None and req.logprobs > lim.max_logprobs:
+        raise APIError(400, f"logprobs: at most {lim.max_logprobs}", "logprobs")
+    if req.max_tokens == 0 and not req.echo:
+        raise APIError(400, "max_tokens: 0 needs echo (scoring the prompt)", "max_tokens")
+
+
+def _work(engine: Engine, req: CompletionRequest, prompts: list[list[int]]) -> Work:
+    lim = engine.limits
     if len(prompts) * req.n > lim.max_rows:
         raise APIError(
             400,
@@ -210,10 +219,6 @@ def _work(engine: Engine, req: CompletionRequest, prompts: list[list[int]]) -> W
             f"limit of {lim.max_rows} completions per request",
             "n",
         )
-    if req.logprobs is not None and req.logprobs > lim.max_logprobs:
-        raise APIError(400, f"logprobs: at most {lim.max_logprobs}", "logprobs")
-    if req.max_tokens == 0 and not req.echo:
-        raise APIError(400, "max_tokens: 0 needs echo (scoring the prompt)", "max_tokens")
     stops = req.stops()
     if any(s == "" for s in stops):
         raise APIError(400, "stop: empty stop string", "stop")

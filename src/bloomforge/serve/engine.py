@@ -168,6 +168,7 @@ class Engine:
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bloomforge-serve")
         self._task = asyncio.create_task(self._worker())
 
     async def stop(self) -> None:
