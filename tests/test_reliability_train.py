@@ -217,3 +217,25 @@ def test_nan_weights_with_a_matching_checksum_are_refused_on_resume(tokens, tmp_
     _assert_user_error(args, capsys, "'norm.weight' contains NaN or inf")
     assert _hashes(out / "checkpoints") == before
     _assert_user_error(["export", final, tmp_path / "hf"], capsys, "'norm.weight' contains NaN")
+
+
+def test_a_second_train_of_the_same_run_folder_is_refused(tokens, tmp_path, capsys):
+    """Two `bloomforge train out=D` at once used to both exit 0 and leave D mixed."""
+    from bloomforge.outputs import output_lock
+
+    out = tmp_path / "run"
+    final = _finished_run(tokens, out, capsys)
+    before = _hashes(out)
+    with output_lock(out):  # another writer holds the run folder
+        _assert_user_error([*_base(tokens, out, steps=8), "--resume"], capsys, "being written by")
+    assert _hashes(out) == before
+    assert main([*_base(tokens, out, steps=8), "--resume"]) == 0  # released: it goes on
+    assert (final.parent / "step_00000008").is_dir()
+
+
+def test_train_into_a_folder_of_other_things_is_refused(tokens, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    _assert_user_error(_base(tokens, out), capsys, "not empty")
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]

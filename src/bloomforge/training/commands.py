@@ -9,8 +9,10 @@ layout in `parallel.*`; only rank 0 writes logs and prints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -48,7 +50,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from bloomforge.errors import RunStopped
 
     try:
-        summary = Trainer(recipe, resume=args.resume, rank=rank, world_size=world_size).fit()
+        with _claim_run_folder(recipe, rank, world_size):
+            summary = Trainer(recipe, resume=args.resume, rank=rank, world_size=world_size).fit()
     except RunStopped as e:
         if rank == 0:
             print(f"bloomforge: {e}", file=sys.stderr)
@@ -68,3 +71,41 @@ def _run_train(args: argparse.Namespace) -> int:
             f"{summary['skipped']} skipped steps; checkpoint {summary['checkpoint']}"
         )
     return 0
+
+
+@contextlib.contextmanager
+def _claim_run_folder(recipe, rank: int, world_size: int) -> Iterator[None]:
+    """Rank 0 checks `out` (a new folder, an empty one or this run's own; never an input or a
+    folder of other things) and holds its lock for the whole run, so a second `bloomforge
+    train out=` of the same folder stops with a message naming the owner. Every rank learns
+    whether rank 0 got it."""
+    from bloomforge.errors import BloomforgeError
+    from bloomforge.outputs import claim_output
+
+    with contextlib.ExitStack() as stack:
+        error = None
+        if rank == 0 and recipe.out:
+            try:
+                stack.enter_context(
+                    claim_output(
+                        recipe.out,
+                        inputs=[recipe.data.tokens, recipe.tokenizer.path],
+                        allow_run_folder=True,
+                        reenter=lambda folder: (folder / "config.yaml").is_file(),
+                    )
+                )
+            except BloomforgeError as e:
+                error = e
+        if world_size > 1:
+            import torch
+            import torch.distributed as dist
+
+            flag = torch.tensor([1.0 if error else 0.0])
+            if dist.get_backend() == "nccl":
+                flag = flag.cuda()
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and error is None:
+                raise BloomforgeError(f"out={recipe.out}: rank 0 could not claim the run folder")
+        if error is not None:
+            raise error
+        yield
