@@ -161,9 +161,7 @@ def test_stop_strings_cut_the_text(client):
     full = client.completions.create(model="ck", prompt="Le chat", max_tokens=20, temperature=0)
     text = full.choices[0].text
     # the first character that did not appear before (a random model's text is odd)
-    at = next((i for i in range(1, len(text)) if text[i] not in text[:i]), None)
-    if at is None:
-        pytest.skip("no usable stop string in this model's output")
+    at = next((i for i in range(1, len(text)) if text[i] not in text[:i]), 0)
     stop = text[at]
     cut = client.completions.create(
         model="ck", prompt="Le chat", max_tokens=20, temperature=0, stop=[stop]
