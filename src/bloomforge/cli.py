@@ -107,14 +107,29 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="continue prompts with a checkpoint (KV cache)")
     gen.add_argument("ckpt")
     gen.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
-    gen.add_argument("--max-new-tokens", type=int, default=20)
+    gen.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="new tokens per prompt (default: 20, or what fits); at most the length limit "
+        "minus the longest prompt",
+    )
+    gen.add_argument(
+        "--max-length",
+        type=int,
+        help="length limit, prompt + new tokens (default: the model's max_seq_len); larger "
+        "values ask ALiBi to extrapolate past the training length",
+    )
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     gen.add_argument("--top-k", type=int, default=0)
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int)
     gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    gen.add_argument("--device", default="cpu")
-    gen.add_argument("--json", action="store_true", help="print prompts and continuations as json")
+    gen.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto")
+    gen.add_argument(
+        "--json",
+        action="store_true",
+        help="print prompts and continuations as json at the end (default: stream text)",
+    )
     gen.set_defaults(func=_run_generate)
 
     for module in _COMMAND_MODULES:
@@ -213,31 +228,56 @@ def _run_export(args: argparse.Namespace) -> int:
 
 def _run_generate(args: argparse.Namespace) -> int:
     from bloomforge.checkpoint import load_checkpoint
-    from bloomforge.model.generate import Sampling, generate_text
+    from bloomforge.evaluation.scoring import resolve_device
+    from bloomforge.model.generate import (
+        GenerationLengthError,
+        Sampling,
+        generate_text,
+        length_limit,
+        print_streamed,
+    )
+    from bloomforge.tokenizer import check_vocab
 
+    device = resolve_device(args.device, "--device")
     try:
         sampling = Sampling(
-            max_new_tokens=args.max_new_tokens,
+            max_new_tokens=20 if args.max_new_tokens is None else args.max_new_tokens,
             temperature=args.temperature,
             top_k=args.top_k,
             top_p=args.top_p,
             seed=args.seed,
             stop=args.stop,
+            max_length=args.max_length,
         )
     except ValueError as e:
         raise BloomforgeError(str(e)) from e
-    ckpt = load_checkpoint(args.ckpt, device=args.device)
+    ckpt = load_checkpoint(args.ckpt, device=device)
     ckpt.model.eval()
-    texts = generate_text(ckpt.model, ckpt.tokenizer(), args.prompt, sampling, args.device)
+    tokenizer = ckpt.tokenizer()
+    check_vocab(tokenizer, ckpt.model.cfg, ckpt.tokenizer_file or "tokenizer")
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    try:
+        if args.max_new_tokens is None:  # the default shrinks to what fits after the prompt
+            width = max(len(tokenizer.encode(p, add_special_tokens=False)) for p in args.prompt)
+            room = length_limit(ckpt.model.cfg, args.max_length) - width
+            sampling.max_new_tokens = max(1, min(sampling.max_new_tokens, room))
+        on_text = None if args.json else print_streamed(args.prompt, write)
+        texts = generate_text(ckpt.model, tokenizer, args.prompt, sampling, device, on_text)
+    except GenerationLengthError as e:
+        raise BloomforgeError(e.describe("--max-new-tokens", "--max-length", "--prompt")) from e
+    except KeyboardInterrupt:
+        write("\n")  # end the streamed line; main reports the interrupt
+        raise
     if args.json:
         print(
             json.dumps(
                 [{"prompt": p, "continuation": t} for p, t in zip(args.prompt, texts, strict=True)]
             )
         )
-    else:
-        for prompt, text in zip(args.prompt, texts, strict=True):
-            print(prompt + text)
     return 0
 
 

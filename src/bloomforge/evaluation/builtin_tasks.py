@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bloomforge.evaluation.tasks import TaskSpec, register
+from bloomforge.evaluation.tasks import TaskSpec, register, text_field
 
 # lm_eval/tasks/xcopa/utils.py: the connective words per language, for question cause / effect.
 XCOPA_CONNECTIVES: dict[str, dict[str, str]] = {
@@ -31,16 +31,18 @@ COPA_CONNECTIVES = {"cause": "because", "effect": "therefore"}
 
 def _lower_first(text: str) -> str:
     # lm-eval's convert_choice: the choice continues the premise's sentence.
-    return text[0].lower() + text[1:]
+    return text[:1].lower() + text[1:]
 
 
+# Each `prepare` reads its fields through text_field: a record without one (or with a number
+# where text belongs) is a one-line error naming the file, line and field, as for custom tasks.
 def _copa_fields(record: dict[str, Any], connectives: dict[str, str]) -> dict[str, Any]:
     # lm-eval's doc_to_text drops the premise's last character (its period) unconditionally.
     return {
-        "premise_cut": record["premise"].strip()[:-1],
-        "connective": connectives[record["question"]],
-        "choice1_lc": _lower_first(record["choice1"]),
-        "choice2_lc": _lower_first(record["choice2"]),
+        "premise_cut": text_field(record, "premise").strip()[:-1],
+        "connective": connectives[text_field(record, "question", tuple(connectives))],
+        "choice1_lc": _lower_first(text_field(record, "choice1")),
+        "choice2_lc": _lower_first(text_field(record, "choice2")),
     }
 
 
@@ -48,17 +50,17 @@ def _hellaswag_fields(record: dict[str, Any], subset: str) -> dict[str, Any]:
     # lm-eval builds ctx_a + " " + ctx_b.capitalize(); the shared file kept ctx_a + " " + ctx_b
     # without the split. ctx_b (ActivityNet items) is the lower-case fragment after the last
     # sentence end, so that fragment is re-derived and capitalised; WikiHow items have none.
-    ctx = record["ctx"]
+    ctx = text_field(record, "ctx")
     cut = ctx.rfind(". ") + 2
     if cut > 1 and ctx[cut : cut + 1].islower():
         ctx = ctx[:cut] + ctx[cut:].capitalize()
-    return {"query": f"{record['activity_label']}: {ctx}"}
+    return {"query": f"{text_field(record, 'activity_label')}: {ctx}"}
 
 
 def _lambada_fields(record: dict[str, Any], subset: str) -> dict[str, Any]:
     # lm_eval/tasks/lambada/lambada_openai.yaml: context = all but the last space-separated
     # word; target = " " + the last word.
-    words = record["text"].split(" ")
+    words = text_field(record, "text").split(" ")
     return {"context": " ".join(words[:-1]), "last_word": words[-1]}
 
 

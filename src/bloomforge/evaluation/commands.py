@@ -68,11 +68,13 @@ def run(args: argparse.Namespace) -> int:
     from bloomforge.evaluation.evaluate import (
         count_requests,
         format_table,
+        read_perplexity_texts,
         run_perplexity,
         run_tasks,
     )
     from bloomforge.evaluation.scoring import Scorer, resolve_device
     from bloomforge.evaluation.tasks import get_task, load_task_file
+    from bloomforge.tokenizer import check_vocab
 
     for f in args.task_file:
         load_task_file(f)
@@ -91,12 +93,15 @@ def run(args: argparse.Namespace) -> int:
         raise BloomforgeError("--limit must be >= 1")
 
     device = resolve_device(args.device, "--device")
+    texts = read_perplexity_texts(args.perplexity) if args.perplexity else None
 
     t0 = time.perf_counter()
     ckpt = load_checkpoint(args.ckpt, device=device, dtype=getattr(torch, args.dtype))
+    tokenizer = ckpt.tokenizer()
+    check_vocab(tokenizer, ckpt.model.cfg, ckpt.tokenizer_file or "tokenizer")
     scorer = Scorer(
         ckpt.model,
-        ckpt.tokenizer(),
+        tokenizer,
         device,
         batch_size,
         args.max_length,
@@ -124,11 +129,9 @@ def run(args: argparse.Namespace) -> int:
             results["tasks"] = run_tasks(
                 scorer, specs, data, args.limit, lambda n: bar.advance(job, n)
             )
-        if args.perplexity:
+        if texts is not None:
             job = bar.add_task("perplexity windows", total=None)
-            results["perplexity"] = run_perplexity(
-                scorer, args.perplexity, lambda n: bar.advance(job, n)
-            )
+            results["perplexity"] = run_perplexity(scorer, texts, lambda n: bar.advance(job, n))
     results["seconds"] = round(time.perf_counter() - t0, 2)
     print(format_table(results))
     print(f"({results['seconds']} s)")

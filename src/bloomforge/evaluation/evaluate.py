@@ -12,9 +12,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bloomforge.errors import BloomforgeError
 from bloomforge.evaluation import metrics as M
 from bloomforge.evaluation.scoring import Progress, Scorer
 from bloomforge.evaluation.tasks import Example, TaskSpec
@@ -126,16 +128,42 @@ def count_requests(specs: Sequence[TaskSpec], data_dir: Path, limit: int | None)
     )
 
 
-def run_perplexity(
-    scorer: Scorer, inputs: Sequence[str], progress: Progress | None = None
-) -> dict[str, Any]:
-    """Per language: token/word/byte perplexity and bits per byte over all its documents."""
+@dataclass
+class PerplexityTexts:
+    """The documents to score per language, and the records skipped while reading them."""
+
+    texts: dict[str, list[str]]
+    skipped: dict[str, int]
+
+
+def read_perplexity_texts(inputs: Sequence[str]) -> PerplexityTexts:
+    """Documents per language of `LANG=PATH` inputs. An input with no document to score (an
+    empty file, only blank lines) is an error naming it: a table without its row would look
+    like a result. Cheap: the CLI calls it before loading the checkpoint."""
     from bloomforge.data.inputs import ReadStats, parse_inputs, read_documents
 
     texts: dict[str, list[str]] = {}
     stats = ReadStats()
-    for doc in read_documents(parse_inputs(inputs), stats):
-        texts.setdefault(doc.language, []).append(doc.text)
+    for spec in inputs:
+        files = parse_inputs([spec])
+        own = ReadStats()
+        for doc in read_documents(files, own):
+            texts.setdefault(doc.language, []).append(doc.text)
+        stats.merge(own)
+        if own.documents == 0:
+            names = ", ".join(str(f.path) for f in files[:3]) + (", ..." if len(files) > 3 else "")
+            skipped = ", ".join(f"{n} {why}" for why, n in own.skipped.most_common())
+            why = f"every line skipped: {skipped}" if skipped else "the input is empty"
+            raise BloomforgeError(f"{names}: no documents to score for perplexity ({why})")
+    return PerplexityTexts(texts, dict(stats.skipped))
+
+
+def run_perplexity(
+    scorer: Scorer, inputs: Sequence[str] | PerplexityTexts, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Per language: token/word/byte perplexity and bits per byte over all its documents."""
+    read = inputs if isinstance(inputs, PerplexityTexts) else read_perplexity_texts(inputs)
+    texts = read.texts
     out: dict[str, Any] = {}
     for lang, docs in texts.items():
         scored = scorer.loglikelihood_rolling(docs, progress)
@@ -150,8 +178,8 @@ def run_perplexity(
             "bytes": nbytes,
             "words": words,
         }
-    if stats.skipped:
-        out["_skipped"] = dict(stats.skipped)
+    if read.skipped:
+        out["_skipped"] = read.skipped
     return out
 
 

@@ -25,6 +25,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
 from bloomforge.evaluation.scoring import Scorer, check_normalize_over, resolve_device
+from bloomforge.tokenizer import check_vocab
 
 
 @register_model("bloomforge")
@@ -57,9 +58,11 @@ class BloomforgeLM(TemplateLM):
             device = resolve_device(device)
             check_normalize_over(normalize_over)  # before the checkpoint loads
             ckpt = load_checkpoint(checkpoint, device=device, dtype=getattr(torch, dtype))
+            tokenizer = ckpt.tokenizer()
+            check_vocab(tokenizer, ckpt.model.cfg, ckpt.tokenizer_file or "tokenizer")
             scorer = Scorer(
                 ckpt.model,
-                ckpt.tokenizer(),
+                tokenizer,
                 device,
                 _batch_size(batch_size),
                 int(max_length) if max_length else None,

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from bloomforge.errors import BloomforgeError
 from bloomforge.model.bloom import BloomLM, KVCache
+from bloomforge.tokenizer import check_vocab
 
 CPU_BATCH_SIZE = 16  # `--batch-size auto` on CPU: no OOM signal to probe, so a fixed default
 AUTO_START = 512  # `--batch-size auto` on CUDA: start here, halve on out-of-memory
@@ -55,19 +56,24 @@ def check_normalize_over(value: str, option: str = "normalize_over") -> str:
 
 
 def resolve_device(device: str | None, option: str = "device") -> str:
-    """The device to evaluate on: unset or "auto" means cuda if available, else cpu (lm-eval's
-    hf model does the same); a CUDA device on a machine without one is an error naming
-    `option`, not a traceback from deep inside the checkpoint loader."""
+    """The device to evaluate or generate on: unset or "auto" means cuda if available, else cpu
+    (lm-eval's hf model does the same); a CUDA device on a machine without one, or a device
+    torch cannot run on here (tpu, meta, mps off macOS), is an error naming `option`, not a
+    traceback from deep inside the checkpoint loader."""
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    usable = "cpu, cuda, cuda:N or auto"
     try:
         dev = torch.device(device)
     except RuntimeError as e:
-        raise BloomforgeError(f"{option}={device}: not a device ({e})") from e
+        raise BloomforgeError(f"{option}={device}: not a device ({usable})") from e
+    backend = {"mps": torch.backends.mps, "xpu": getattr(torch, "xpu", None)}.get(dev.type)
+    if dev.type not in ("cpu", "cuda") and not (backend and backend.is_available()):
+        raise BloomforgeError(f"{option}={device}: not available on this machine ({usable})")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BloomforgeError(
             f"{option}={device}: CUDA is not available on this machine (use {option}=cpu, "
-            "or leave it unset: cuda if available, else cpu)"
+            f"or {option}=auto: cuda if available, else cpu)"
         )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise BloomforgeError(
@@ -111,6 +117,7 @@ class Scorer:
         if self.max_length is None:
             self.max_length = cfg.max_seq_len
         check_normalize_over(self.normalize_over)
+        check_vocab(self.tokenizer, cfg, "the tokenizer")
         # Output rows the log-softmax covers: all of them (the padded rows too), or the
         # tokenizer's vocabulary only.
         self.vocab_limit = cfg.padded_vocab_size
@@ -353,10 +360,18 @@ class Scorer:
         budget = self.max_length - max_new_tokens
         for stops, idx in groups.items():
             idx.sort(key=lambda i: -len(contexts[i]))
-            sampling = Sampling(max_new_tokens=max_new_tokens, stop=list(stops), eos_id=self.eos_id)
             for s in range(0, len(idx), bs):
                 part = idx[s : s + bs]
                 prompts = [self._fit(contexts[i], budget) for i in part]
+                # lm-eval's HFLM generates max_gen_toks tokens even where the (re-encoded)
+                # context leaves less room in max_length; so does this (ALiBi extrapolates).
+                width = max(len(self.encode(p)) for p in prompts)
+                sampling = Sampling(
+                    max_new_tokens=max_new_tokens,
+                    stop=list(stops),
+                    eos_id=self.eos_id,
+                    max_length=max(self.max_length, width + max_new_tokens),
+                )
                 texts = generate_text(self.model, self.tokenizer, prompts, sampling, self.device)
                 for i, t in zip(part, texts, strict=True):
                     out[i] = t

@@ -13,7 +13,7 @@ winogrande}`): zero-shot, target delimiter " " between context and choice.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -68,7 +68,10 @@ class TaskSpec:
     def example(self, record: dict[str, Any], subset: str, where: str) -> Example:
         fields = dict(record)
         if self.prepare is not None:
-            fields.update(self.prepare(record, subset))
+            try:
+                fields.update(self.prepare(record, subset))
+            except RecordError as e:
+                raise BloomforgeError(f"{where}: {e}") from e
         ctx = _render(self.context, fields, where)
         if self.kind != "multiple_choice":
             target = _render(self.target or "", fields, where)
@@ -99,6 +102,23 @@ class TaskSpec:
             path = data_dir / name
             out[subset] = [self.example(rec, subset, where) for rec, where in _records(path, limit)]
         return out
+
+
+class RecordError(ValueError):
+    """A record lacks a field a builtin task's `prepare` reads, or holds the wrong value; the
+    task adds the file and line, as for a template field of a custom task."""
+
+
+def text_field(record: dict[str, Any], name: str, choices: Sequence[str] = ()) -> str:
+    """`record[name]` as a string (one of `choices` if given), else a RecordError naming it."""
+    if name not in record:
+        raise RecordError(f"record has no field '{name}'")
+    value = record[name]
+    if not isinstance(value, str):
+        raise RecordError(f"field '{name}' is {type(value).__name__}, expected a string")
+    if choices and value not in choices:
+        raise RecordError(f"field '{name}' is {value!r}, expected one of {', '.join(choices)}")
+    return value
 
 
 def _render(template: str, fields: dict[str, Any], where: str) -> str:
