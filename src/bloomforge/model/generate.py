@@ -97,7 +97,7 @@ def length_limit(cfg: ModelConfig, max_length: int | None) -> int:
 def check_length(cfg: ModelConfig, prompt_tokens: int, s: Sampling) -> None:
     """Raise GenerationLengthError unless prompt + max_new_tokens fit `length_limit`."""
     limit = length_limit(cfg, s.max_length)
-    if s.max_new_tokens > 0 and prompt_tokens >= limit:
+    if prompt_tokens + min(s.max_new_tokens, 1) > limit:  # no room for even one new token
         raise GenerationLengthError("prompt", prompt_tokens, limit, prompt_tokens, cfg)
     if prompt_tokens + s.max_new_tokens > limit:
         raise GenerationLengthError("max_new_tokens", s.max_new_tokens, limit, prompt_tokens, cfg)
