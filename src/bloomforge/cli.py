@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "bloomforge.science.commands",  # plan, scaling, ablate, carbon
     "bloomforge.pipeline.commands",  # run, demo
     "bloomforge.serve.commands",  # serve
+    "bloomforge.mtf.commands",  # mtf build
 )
 
 
