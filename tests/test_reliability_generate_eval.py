@@ -265,3 +265,13 @@ def test_perplexity_of_an_empty_file(ckpt, capsys, tmp_path, content, why):
     assert code == 2 and one_line(err) and out == ""
     assert f"{empty}: no documents to score" in err and why in err
     assert not out_json.exists()
+
+
+@pytest.mark.parametrize(("position", "max_length"), [("learned", 300), ("alibi", 0)])
+def test_eval_max_length_the_model_cannot_use(capsys, tmp_path, position, max_length):
+    ck = tmp_path / "m"
+    assert main(["model", "init", "micro", str(ck), "vocab_size=260", f"position={position}"]) == 0
+    (tmp_path / "fr.txt").write_text("Le chat dort. " * 40 + "\n")
+    code, _, err = run(capsys, "eval", ck, "--perplexity", f"fr={tmp_path / 'fr.txt'}",
+                       "--max-length", max_length)  # fmt: skip
+    assert code == 2 and one_line(err) and f"max_length={max_length}:" in err

@@ -116,6 +116,13 @@ class Scorer:
         cfg = self.model.cfg
         if self.max_length is None:
             self.max_length = cfg.max_seq_len
+        if self.max_length < 2:  # a rolling window needs a context token and a scored one
+            raise BloomforgeError(f"max_length={self.max_length}: must be at least 2")
+        if self.max_length > cfg.max_seq_len and cfg.position == "learned":
+            raise BloomforgeError(
+                f"max_length={self.max_length}: beyond the model's context of "
+                f"{cfg.max_seq_len} tokens (max_seq_len), where its learned positions end"
+            )
         check_normalize_over(self.normalize_over)
         check_vocab(self.tokenizer, cfg, "the tokenizer")
         # Output rows the log-softmax covers: all of them (the padded rows too), or the
