@@ -189,6 +189,15 @@ def test_tokenizer_larger_than_the_vocabulary(big_tokenizer_ckpt, capsys, comman
     assert str(ck / "tokenizer.json") in err and "500 tokens" in err and "384" in err
 
 
+def test_export_refuses_a_tokenizer_larger_than_the_vocabulary(
+    big_tokenizer_ckpt, capsys, tmp_path
+):
+    """`export` used to write the mismatched folder, exit 0."""
+    code, _, err = run(capsys, "export", big_tokenizer_ckpt, tmp_path / "hf")
+    assert code == 2 and one_line(err) and "500 tokens" in err
+    assert not (tmp_path / "hf").exists()
+
+
 def test_check_vocab_for_export(big_tokenizer_ckpt):
     from bloomforge.checkpoint import load_checkpoint
 

@@ -25,7 +25,7 @@ from bloomforge.errors import BloomforgeError
 from bloomforge.model import BloomLM, ModelConfig
 from bloomforge.outputs import check_output
 from bloomforge.recipe import Recipe
-from bloomforge.tokenizer import SPECIAL_TOKENS, find_tokenizer_file
+from bloomforge.tokenizer import SPECIAL_TOKENS, check_vocab, find_tokenizer_file
 
 # transformers name (after the `transformer.` prefix) -> bloomforge name; {i} is the layer.
 _LAYER_KEYS = {
@@ -234,6 +234,8 @@ def export_hf(ckpt: str | Path, out: str | Path) -> Path:
     run (the CLI also refuses any other non-empty folder without --overwrite)."""
     loaded = load_checkpoint(ckpt)
     check_output(out, inputs=[ckpt, loaded.path], overwrite=True)
+    if loaded.tokenizer_file is not None:
+        check_vocab(loaded.tokenizer(), loaded.recipe.model, loaded.tokenizer_file)
     hf_cfg = model_to_hf_config(loaded.recipe.model)
     with atomic_directory(out) as tmp:
         state = bloomforge_to_hf({k: v.contiguous() for k, v in loaded.model.state_dict().items()})
