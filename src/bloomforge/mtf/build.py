@@ -25,7 +25,7 @@ from typing import Any
 
 from bloomforge.atomic import atomic_directory
 from bloomforge.errors import BloomforgeError
-from bloomforge.mtf.datasets import Example, read_dataset
+from bloomforge.mtf.datasets import READERS, Example, read_dataset
 from bloomforge.mtf.templates import RenderSkip, Template, templates_for
 
 MANIFEST = "manifest.json"
@@ -68,6 +68,10 @@ def build(
         raise BloomforgeError("--task: each dataset name may be given once")
     plans: list[tuple[Task, list[Template], dict[str, list[Example]], dict]] = []
     for task in tasks:
+        if task.name not in READERS:
+            raise BloomforgeError(
+                f"--task {task.name}=...: unknown dataset; known: {', '.join(sorted(READERS))}"
+            )
         templates = templates_for(task.name, list(template_roots))
         if not templates:
             raise BloomforgeError(
