@@ -103,6 +103,7 @@ def baseline(tokens, tmp_path_factory):
     [("model.position", p) for p in POSITIONS[1:]]
     + [("model.mlp", m) for m in MLPS[1:]]
     + [("model.embedding_layernorm", "false"), ("model.attention", "prefix_lm")]
+    + [("model.hidden_dropout", "0.1"), ("model.attention_dropout", "0.1")]
     + [("train.reweight_loss_based_on_position_frequency", "true")]
     + [("train.precision", "bf16"), ("train.precision", "fp16")],
 )
