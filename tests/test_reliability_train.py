@@ -109,7 +109,7 @@ def test_a_folder_as_the_recipe(tmp_path, capsys):
 def test_out_is_an_existing_file(tokens, tmp_path, capsys):
     out = tmp_path / "notes.txt"
     out.write_text("mine")
-    _assert_user_error(_base(tokens, out), capsys, f"out={out}: is a file")
+    _assert_user_error(_base(tokens, out), capsys, f"{out}: is a file")
     assert out.read_text() == "mine"
 
 
@@ -190,11 +190,13 @@ def test_readers_verify_checksums(tokens, tmp_path, capsys, command):
     data = bytearray((final / "model.safetensors").read_bytes())
     data[-10] ^= 0xFF
     (final / "model.safetensors").write_bytes(bytes(data))
+    text = tmp_path / "fr.txt"
+    text.write_text("Le chat dort.\nIl pleut.\n")
     before = _hashes(out)
     args = {
         "export": ["export", final, tmp_path / "hf"],
         "generate": ["generate", final, "--prompt", "Le", "--max-new-tokens", "2"],
-        "eval": ["eval", final, "--perplexity", f"fr={tokens / 'tokenizer.json'}"],
+        "eval": ["eval", final, "--perplexity", f"fr={text}"],
     }[command]
     _assert_user_error(args, capsys, "model.safetensors: checksum mismatch")
     assert _hashes(out) == before

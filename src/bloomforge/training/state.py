@@ -175,6 +175,8 @@ def all_rank_rng_tensors() -> dict[str, torch.Tensor]:
     mine = rng_tensors()
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return mine
+    if torch.distributed.get_world_size() == 1:  # a single process's own group (mixed precision)
+        return mine
     import torch.distributed as dist
 
     gathered: list[dict[str, torch.Tensor] | None] = [None] * dist.get_world_size()
