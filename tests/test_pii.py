@@ -110,3 +110,38 @@ def test_fuzz_arbitrary_unicode(text):
         last = m.end
     rebuilt.append(text[last:])
     assert redacted == "".join(rebuilt)
+
+
+# BigScience's KEY and EMAIL regexes backtrack (super-linear on long runs), so documents go through
+# pii_patterns' linear matchers; these check that they find exactly the regexes' spans.
+_ATOMS = [
+    "a", "A", "Z", "0", "12", "345", "0000000", "AB", "a1", "A1", "1A", "ab",
+    "-", "_", "/", ":", "=", "+", " ", ".", ",", "(", "'", '"', "@", "\n", "中", "é",
+    "\u2013", "\u0660", "www.", "://", "x@y", "b@c.d",
+]  # fmt: skip
+_MOTIFS = st.lists(st.sampled_from(_ATOMS), min_size=1, max_size=12).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_PIIISH, st.tuples(_MOTIFS, st.integers(1, 6)).map(lambda m: m[0] * m[1])))
+def test_linear_matchers_find_what_the_bigscience_regexes_find(text):
+    from bloomforge.data.pii_patterns import BIGSCIENCE_PATTERNS, email_spans, key_spans
+
+    for kind, spans in (("KEY", key_spans), ("EMAIL", email_spans)):
+        assert list(spans(text)) == [m.span() for m in BIGSCIENCE_PATTERNS[kind].finditer(text)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "call 555-123-4567 or 555 123 4567, id AB12CD34EF, key a1b2c3d4:e5f6, 978-3-16-148410-0",
+        "2019-2020 A0A0A0 0A0A0A0 x 12345678901234567890 ABC-DEF-123 1:2:3:4:5:6a",
+        "mail a.b@c.d, x@y.z. (e@f.gh) 'q@r.st' a@b@c.d @@x.yz, see x@y",
+        "ghp_1a2b3c4d5e6f7g8h 0x1f2e3d4c5b6a aZ09-_/+=:aZ09 aa11aa11aa11aa11_",
+    ],
+)
+def test_linear_matchers_on_hand_written_texts(text):
+    from bloomforge.data.pii_patterns import BIGSCIENCE_PATTERNS, email_spans, key_spans
+
+    for kind, spans in (("KEY", key_spans), ("EMAIL", email_spans)):
+        assert list(spans(text)) == [m.span() for m in BIGSCIENCE_PATTERNS[kind].finditer(text)]

@@ -345,7 +345,7 @@ def test_reader_sets_aside_bad_parquet_and_truncated_gzip(tmp_path):
     texts = []
     for name in ("bin.parquet", "broken.parquet", "cut.jsonl.gz"):
         spec = InputSpec(tmp_path / name)
-        on_skip = lambda reason, line, raw, n=name: aside.append((n, line, reason))  # noqa: E731
+        on_skip = lambda reason, line, raw, size, n=name: aside.append((n, line, reason))  # noqa: E731
         texts += [d.text for d in iter_documents(spec, stats, on_skip=on_skip)]
     assert texts[:2] == ["ok one", "ok two"] and texts[2] == "first"
     assert ("bin.parquet", 2, "invalid UTF-8") in aside

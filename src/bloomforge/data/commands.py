@@ -121,6 +121,13 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--no-filters", action="store_true", help="with --input: no LID/filters")
     prep.add_argument("--no-dedup", action="store_true", help="with --input: no deduplication")
     prep.add_argument("--no-pii", action="store_true", help="with --input: no PII redaction")
+    prep.add_argument(
+        "--max-doc-bytes",
+        type=int,
+        metavar="N",
+        help="set aside records larger than N bytes as too_large when read (default 5000000, "
+        "or the config's max_doc_bytes; 0: no limit)",
+    )
     prep.set_defaults(func=_run_prepare)
 
 
@@ -137,20 +144,25 @@ def _register_report(sub: argparse._SubParsersAction) -> None:
 
 def _run_prepare(args: argparse.Namespace) -> int:
     from bloomforge.data.prepare import config_from_inputs, load_prepare_config, prepare
+    from bloomforge.errors import BloomforgeError
 
+    if args.max_doc_bytes is not None and args.max_doc_bytes < 0:
+        raise BloomforgeError(f"--max-doc-bytes {args.max_doc_bytes}: 0 (no limit) or more")
     if args.config:
         if args.no_filters or args.no_dedup or args.no_pii:
-            from bloomforge.errors import BloomforgeError
-
             raise BloomforgeError(
                 "--no-filters/--no-dedup/--no-pii go with --input; "
                 "with --config set filters/dedup/pii per source"
             )
         config = load_prepare_config(args.config)
+        if args.max_doc_bytes is not None:
+            config.max_doc_bytes = args.max_doc_bytes
     else:
         config = config_from_inputs(
             args.input, not args.no_filters, not args.no_dedup, not args.no_pii
         )
+        if args.max_doc_bytes is not None:
+            config.max_doc_bytes = args.max_doc_bytes
     stats = prepare(config, args.out, workers=args.workers, executor=args.executor)
     if "submitted" in stats:
         print(
@@ -159,14 +171,34 @@ def _run_prepare(args: argparse.Namespace) -> int:
         )
         return 0
     for source, t in stats["totals"].items():
-        removed = sum(n for reasons in t["removed"].values() for n in reasons.values())
-        skipped = sum(stats["reader"].get(source, {}).get("skipped", {}).values())
-        print(
-            f"  {source}: {t['read']:,} documents read ({skipped:,} malformed records set "
-            f"aside), {removed:,} removed, {t['final']:,} kept"
-        )
+        print(_source_summary(source, t, stats["reader"].get(source, {})))
     print(f"wrote {args.out}/documents and {args.out}/stats.json")
     return 0
+
+
+def _source_summary(source: str, totals: dict, reader: dict) -> str:
+    """`  web: 1,200 documents read (3 malformed records set aside), 40 removed, 1,160 kept`,
+    then the input files that gave no document, by name."""
+    from bloomforge.data.inputs import TOO_LARGE
+
+    removed = sum(n for reasons in totals["removed"].values() for n in reasons.values())
+    skipped = reader.get("skipped", {})
+    too_large = skipped.get(TOO_LARGE, 0)
+    aside = f"{sum(skipped.values()) - too_large:,} malformed records"
+    if too_large:
+        aside += f" and {too_large:,} over max_doc_bytes"
+    line = (
+        f"  {source}: {totals['read']:,} documents read ({aside} set aside in malformed/), "
+        f"{removed:,} removed, {totals['final']:,} kept"
+    )
+    files = reader.get("files", {})
+    empty = [f for f, n in files.items() if n["records"] == 0]
+    none = [f for f, n in files.items() if n["records"] and not n["documents"]]
+    if empty:
+        line += f"; empty input file{'s' if len(empty) > 1 else ''}: {', '.join(empty)}"
+    if none:
+        line += f"; no documents in: {', '.join(none)}"
+    return line
 
 
 def _run_report(args: argparse.Namespace) -> int:

@@ -9,7 +9,9 @@ with provenance (source, language, file, line or 1-based parquet row, the record
 Malformed records (invalid UTF-8, bad JSON, missing or non-string text, empty text, a corrupt or
 truncated file) are counted per reason in `ReadStats`, passed to `on_skip` when given (so callers
 can set them aside), and skipped, never a crash; a missing file or a glob matching nothing is a
-one-line error.
+one-line error. With `max_bytes`, a record larger than that (a line of a text or jsonl file, the
+text of a parquet row) is skipped the same way as `too_large`, and never held in memory whole:
+one 50 MB line otherwise costs minutes and gigabytes in every step after the reader.
 
 Language, first match wins: the `LANG=` prefix, the record's `metadata.language` (or a top-level
 `language`/`lang` key), the file name when it is a language code (`fr.txt`, `zh.jsonl.gz`), else
@@ -58,8 +60,12 @@ class Document:
     url: str | None = None
 
 
-# on_skip(reason, line, raw record): a malformed record, for callers that write them aside
-SkipHandler = Callable[[str, int, str], None]
+# on_skip(reason, line, raw record, size in bytes): a skipped record, for callers that write them
+# aside; for `too_large` the raw record is its first `TOO_LARGE_HEAD` characters
+SkipHandler = Callable[[str, int, str, int], None]
+TOO_LARGE = "too_large"
+TOO_LARGE_HEAD = 1000
+_CHUNK = 1 << 20  # how a too large line is read past: a megabyte at a time
 
 
 @dataclass
@@ -175,10 +181,12 @@ def iter_documents(
     url_key: str = "url",
     fmt: str | None = None,
     on_skip: SkipHandler | None = None,
+    max_bytes: int | None = None,
 ) -> Iterator[Document]:
     """The documents of one input file, in file order; bad records counted in `stats`.
 
     `fmt` ("text", "jsonl", "parquet") overrides the format guessed from the file name.
+    `max_bytes`: records larger than this are skipped as `too_large` (None or 0: no limit).
     """
     stats = stats if stats is not None else ReadStats()
     path = spec.path
@@ -188,15 +196,16 @@ def iter_documents(
     name_lang = language_from_name(path)
     name_source = path.name.split(".")[0]
 
-    def skip(reason: str, lineno: int, raw: str) -> None:
+    def skip(reason: str, lineno: int, raw: str, size: int | None = None) -> None:
         stats.skip(reason, f"{path}:{lineno}")
         if on_skip is not None:
-            on_skip(reason, lineno, raw)
+            size = len(raw.encode("utf-8", "surrogatepass")) if size is None else size
+            on_skip(reason, lineno, raw, size)
 
     if fmt == "parquet":
-        records = _parquet_records(path, skip, text_key)
+        records = _parquet_records(path, skip, text_key, max_bytes or None)
     else:
-        records = _line_records(path, fmt, skip)
+        records = _line_records(path, fmt, skip, max_bytes or None)
     for lineno, text, record in records:
         raw = text
         language, source, doc_id, url = spec.language, name_source, None, None
@@ -234,6 +243,7 @@ def iter_documents(
 
 # (line or row, the text (plain text) or the raw line (jsonl), the parsed record or None)
 _Records = Iterator[tuple[int, str, dict | None]]
+_Skip = Callable[..., None]  # skip(reason, line, raw, size=None)
 
 
 def _raw(record: object) -> str:
@@ -243,7 +253,31 @@ def _raw(record: object) -> str:
         return repr(record)
 
 
-def _line_records(path: Path, fmt: str, skip: Callable[[str, int, str], None]) -> _Records:
+def _lines(stream: IO[bytes], max_bytes: int | None) -> Iterator[tuple[bytes, int]]:
+    """(line, its size without the line break) per line; a line over `max_bytes` comes as its
+    first `max_bytes` + 1 bytes, the rest read past a chunk at a time and never kept."""
+    if max_bytes is None:
+        for line in stream:
+            yield line, len(line) - _break(line)
+        return
+    while line := stream.readline(max_bytes + 1):
+        if len(line) <= max_bytes or line.endswith(b"\n"):
+            yield line, len(line) - _break(line)
+            continue
+        size, last = len(line), line[-2:]
+        while rest := stream.readline(_CHUNK):
+            size, last = size + len(rest), (last + rest)[-2:]
+            if rest.endswith(b"\n"):
+                break
+        yield line, size - _break(last)
+
+
+def _break(line: bytes) -> int:
+    """The length of the line break ending `line` (\\n or \\r\\n), as the reader removes it."""
+    return 2 if line.endswith(b"\r\n") else 1 if line.endswith(b"\n") else 0
+
+
+def _line_records(path: Path, fmt: str, skip: _Skip, max_bytes: int | None) -> _Records:
     try:
         stream = open_binary(path)
     except OSError as e:
@@ -251,7 +285,11 @@ def _line_records(path: Path, fmt: str, skip: Callable[[str, int, str], None]) -
     lineno = 0
     with stream:
         try:
-            for lineno, line in enumerate(stream, start=1):  # lineno: used after the loop
+            for lineno, (line, size) in enumerate(_lines(stream, max_bytes), start=1):
+                if max_bytes is not None and size > max_bytes:
+                    head = line[: TOO_LARGE_HEAD * 4].decode("utf-8", "replace")
+                    skip(TOO_LARGE, lineno, head[:TOO_LARGE_HEAD], size)
+                    continue
                 try:
                     text = line.decode("utf-8")
                 except UnicodeDecodeError:
@@ -274,7 +312,7 @@ def _line_records(path: Path, fmt: str, skip: Callable[[str, int, str], None]) -
             skip("corrupt or truncated file", lineno + 1, f"{type(e).__name__}: {e}")
 
 
-def _parquet_records(path: Path, skip: Callable[[str, int, str], None], text_key: str) -> _Records:
+def _parquet_records(path: Path, skip: _Skip, text_key: str, max_bytes: int | None) -> _Records:
     import pyarrow.parquet as pq
 
     row = 0
@@ -294,6 +332,12 @@ def _parquet_records(path: Path, skip: Callable[[str, int, str], None], text_key
                                     skip("invalid UTF-8", row, raw)
                                     break
                     else:
+                        text = record.get(text_key)
+                        if max_bytes is not None and isinstance(text, str):
+                            size = len(text.encode("utf-8", "surrogatepass"))
+                            if size > max_bytes:
+                                skip(TOO_LARGE, row, text[:TOO_LARGE_HEAD], size)
+                                continue
                         yield row, "", record
     except FileNotFoundError as e:
         raise BloomforgeError(f"{path}: no such file") from e

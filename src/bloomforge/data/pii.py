@@ -8,7 +8,8 @@ each span replaced by `PI:KEY`, `PI:EMAIL`, `PI:USER` or `PI:IP`, and the spans 
 
 The patterns are BigScience's "MST" regexes (bigscience-workshop/data-preparation,
 preprocessing/training/02_pii/bigscience_pii_detect_redact.py, the `high_risk_tags` KEY, EMAIL,
-USER, IP_ADDRESS that were applied), rebuilt here from their parts. Where this differs, and why:
+USER, IP_ADDRESS that were applied), rebuilt from their parts in `bloomforge.data.pii_patterns`.
+Where this differs, and why:
 - Boundaries are look-arounds rather than consumed characters, so two PII spans separated by one
   space are both found (BigScience's pattern consumed the space and missed the second).
 - Spans are replaced where they were found; BigScience's `str.replace(match, tag)` also replaced
@@ -22,10 +23,14 @@ USER, IP_ADDRESS that were applied), rebuilt here from their parts. Where this d
 - A KEY inside a URL (its whitespace-delimited token holds "://" or "www.") is kept: the path
   of `creativecommons.org/licenses/by-nc-sa/2` is not a secret. BigScience left this check as
   a TODO (`is_website`) and redacted URL paths.
+- Time linear in the text. BigScience's KEY and EMAIL regexes backtrack: 6,400 digits in a row
+  took 3.7 s, 30,000 took 80 s (issue 21). `bloomforge.data.pii_patterns` finds the same spans
+  without that.
 """
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import json
 import os
@@ -37,60 +42,11 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from bloomforge.data.ledger import IN, KEPT, record
+from bloomforge.data.pii_patterns import spans
 
 TYPES = ("KEY", "EMAIL", "USER", "IP")
 _PRIORITY = {"EMAIL": 0, "IP": 1, "USER": 2, "KEY": 3}
 PII_STAT = "pii"
-
-# Characters BigScience allowed around a span (besides start/end of line): whitespace, the
-# punctuation below, and Han characters (Chinese text has no spaces).
-_AROUND = r"""\s@?,!;:'")(.\p{Han}"""
-
-
-def _between(body: str, before: str = _AROUND, after: str | None = _AROUND) -> str:
-    tail = "" if after is None else rf"(?=$|[{after}])"
-    return rf"(?<=^|[{before}])(?:{body}){tail}"
-
-
-# KEY: >= 4 letter/digit alternations (api keys, hashes) or >= 3 groups of digits/capitals
-# (BigScience regex101.com/r/JQkmh8/5).
-_KEY_MIXED = r"(?:[A-Za-z]+[\p{Nd}\p{Pd}/+=:_]+|[\p{Nd}\p{Pd}/+=:]+[A-Za-z]+){4,}"
-_KEY_GROUPS = r"(?:(?:\p{Nd}{3,}|[A-Z]+\p{Nd}+[A-Z]*|\p{Nd}+[A-Z]+\p{Nd}*)[ \p{Pd}]?){3,}"
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)"
-_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
-_H = r"[0-9a-fA-F]{1,4}"
-_IPV6 = "|".join(  # every compressed form (BigScience's ipv6_pattern)
-    (
-        rf"(?:{_H}:){{7}}{_H}",
-        rf"(?:{_H}:){{1,7}}:",
-        rf"(?:{_H}:){{1,6}}:{_H}",
-        rf"(?:{_H}:){{1,5}}(?::{_H}){{1,2}}",
-        rf"(?:{_H}:){{1,4}}(?::{_H}){{1,3}}",
-        rf"(?:{_H}:){{1,3}}(?::{_H}){{1,4}}",
-        rf"(?:{_H}:){{1,2}}(?::{_H}){{1,5}}",
-        rf"{_H}:(?::{_H}){{1,6}}",
-        rf":(?:(?::{_H}){{1,7}}|:)",
-        r"fe80:(?::[0-9a-fA-F]{0,4}){0,4}%[0-9a-zA-Z]+",
-        rf"::(?:ffff(?::0{{1,4}})?:)?{_IPV4}",
-        rf"(?:{_H}:){{1,4}}:{_IPV4}",
-    )
-)
-# EMAIL: regex101.com/r/OZdSUu/5; USER: an @handle of >= 3 characters (regex101.com/r/mOqi1s/3).
-_EMAIL = r"""[^\s@,?!;:)(]+@[^,\s!?;]+[^\s'"@,?!;:)(.]"""
-_USER = r"""@[^\s@,?!;:'")(]{3,}"""
-
-PATTERNS: dict[str, regex.Pattern] = {
-    "KEY": regex.compile(_between(rf"{_KEY_MIXED}|{_KEY_GROUPS}"), regex.MULTILINE),
-    "EMAIL": regex.compile(
-        _between(_EMAIL, before=r"""\s'"@,?!;:)(.\p{Han}""", after=r"\s@,?!;:)(.\p{Han}"),
-        regex.MULTILINE,
-    ),
-    "USER": regex.compile(
-        _between(_USER, before=r"""\s@,?!;:'")(\p{Han}""", after=None), regex.MULTILINE
-    ),
-    # POSIX: leftmost-longest, so a full IPv6 address wins over a shorter alternative's prefix
-    "IP": regex.compile(_between(rf"{_IPV4}|{_IPV6}"), regex.MULTILINE | regex.POSIX),
-}
 _DOTTED_BEFORE = regex.compile(r"\d\.$")
 _DOTTED_AFTER = regex.compile(r"^\.\d")
 
@@ -119,28 +75,60 @@ def _valid_ip(text: str, start: int, end: int, public_only: bool) -> bool:
     return address.is_global or not public_only
 
 
-def _in_url(text: str, start: int, end: int) -> bool:
-    left = max(text.rfind(c, 0, start) for c in " \t\n\r")
-    right = min((i for i in (text.find(c, end) for c in " \t\n\r") if i >= 0), default=len(text))
-    token = text[left + 1 : right]
-    return "://" in token or "www." in token
+_TOKEN_BREAK = regex.compile(r"[ \t\n\r]")
+
+
+class _Urls:
+    """Whether a span's whitespace-delimited token holds "://" or "www." (a URL).
+
+    Marks and token breaks are found once per text and looked up by bisection: asking each
+    span's token anew would read a long token once per span in it.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.marks: list[tuple[int, int]] | None = None
+        self.breaks: list[int] = []
+
+    def __call__(self, start: int, end: int) -> bool:
+        if self.marks is None:
+            # "://" and "www." never overlap: sorted by start, the marks are sorted by end too
+            self.marks = sorted(_occurrences(self.text, "://") + _occurrences(self.text, "www."))
+            if self.marks:
+                self.breaks = [m.start() for m in _TOKEN_BREAK.finditer(self.text)]
+        if not self.marks:
+            return False
+        i = bisect.bisect_left(self.breaks, start)
+        left = self.breaks[i - 1] if i else -1
+        j = bisect.bisect_left(self.breaks, end)
+        right = self.breaks[j] if j < len(self.breaks) else len(self.text)
+        k = bisect.bisect_left(self.marks, (left + 1, 0))
+        return k < len(self.marks) and self.marks[k][1] <= right
+
+
+def _occurrences(text: str, mark: str) -> list[tuple[int, int]]:
+    out, i = [], text.find(mark)
+    while i >= 0:
+        out.append((i, i + len(mark)))
+        i = text.find(mark, i + len(mark))
+    return out
 
 
 def find_pii(
     text: str, types: tuple[str, ...] | list[str] = TYPES, public_ips_only: bool = False
 ) -> list[PIIMatch]:
-    """Non-overlapping PII spans of `text`, in text order."""
+    """Non-overlapping PII spans of `text`, in text order; time linear in len(text)."""
     found: list[PIIMatch] = []
+    in_url = _Urls(text)
     for kind in types:
-        for m in PATTERNS[kind].finditer(text):
-            start, end = m.span()
+        for start, end in spans(kind, text):
             if start == end:
                 continue
             if kind == "IP" and not _valid_ip(text, start, end, public_ips_only):
                 continue
-            if kind == "KEY" and _in_url(text, start, end):
+            if kind == "KEY" and in_url(start, end):
                 continue
-            found.append(PIIMatch(kind, start, end, m.group()))
+            found.append(PIIMatch(kind, start, end, text[start:end]))
     found.sort(key=lambda m: (m.start, -(m.end - m.start), _PRIORITY[m.type]))
     kept: list[PIIMatch] = []
     for m in found:

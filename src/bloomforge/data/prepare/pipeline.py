@@ -9,7 +9,9 @@ and stage `final/SOURCE` (-> `OUT/documents/SOURCE/LANGUAGE/RANK.jsonl.gz`). Eve
 `OUT/logs/STAGE/`, so `read_ledger(OUT/logs)` sees all of them and datatrove's completion markers
 there let a rerun skip finished tasks. `OUT/config.yaml` (the resolved config) is written first,
 `OUT/stats.json` last (temp file + rename; it is removed when a run starts, so its presence
-means the run finished).
+means the run finished). OUT must be a folder (or not exist yet): a file there is a one-line
+error and is left as it was. On the console, one line per stage (`bloomforge.data.prepare.logs`);
+datatrove's logs stay in OUT/logs.
 
 PII is redacted right after reading (BigScience redacted the final corpus; redacting first means
 excluded and intermediate documents are redacted too). Only OUT/restricted and OUT/malformed
@@ -48,9 +50,11 @@ class Stage:
     source: str
     pipeline: list
     tasks: int
+    files: list[str] | None = None  # the input files (filter stages: one task per file)
 
     def meta(self) -> dict[str, Any]:
-        return {"name": self.name, "group": self.group, "source": self.source, "tasks": self.tasks}
+        meta = {"name": self.name, "group": self.group, "source": self.source, "tasks": self.tasks}
+        return meta if self.files is None else meta | {"files": self.files}
 
 
 class Tally(PipelineStep):
@@ -117,6 +121,7 @@ def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
             text_key=src.text_key,
             id_key=src.id_key,
             url_key=src.url_key,
+            max_doc_bytes=config.max_doc_bytes,
         )
         steps: list = [reader]
         quality: list = []
@@ -142,7 +147,8 @@ def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
         steps += quality
         filtered = out / "work" / "filtered" / src.name
         steps.append(JsonWriter(str(filtered)))
-        filter_stages.append(Stage(f"filter/{src.name}", "filter", src.name, steps, len(files)))
+        stage = Stage(f"filter/{src.name}", "filter", src.name, steps, len(files), files)
+        filter_stages.append(stage)
 
         final_input = filtered
         if src.dedup_on and config.dedup_scope == "corpus":
@@ -188,9 +194,9 @@ def _make_executor(
 ) -> Any:
     logging_dir = str(out / "logs" / stage.name)
     if kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
+        from bloomforge.data.prepare.logs import FileLoggedExecutor
 
-        return LocalPipelineExecutor(
+        return FileLoggedExecutor(
             stage.pipeline,
             tasks=stage.tasks,
             workers=max(1, min(workers, stage.tasks)),
@@ -273,6 +279,7 @@ def prepare(
     """
     from bloomforge.data.prepare.config import check_saved_config
 
+    _check_out_folder(Path(out))
     out = Path(out).resolve()
     check_saved_config(config, out)
     stages, executors = build_executors(config, out, workers, executor)
@@ -290,7 +297,29 @@ def prepare(
     if executor == "ray":
         executors[-1].run()  # runs its dependencies first
     else:
-        for ex in executors:
-            ex.run()
+        _run_local(stages, executors)
     settings["finished"] = time.time()
     return write_stats(out, to_dict(config), [s.meta() for s in stages], settings)
+
+
+def _run_local(stages: list[Stage], executors: list[Any]) -> None:
+    from bloomforge.data.prepare.logs import StageProgress, datatrove_quiet
+
+    progress = StageProgress(len(stages))
+    with datatrove_quiet():
+        for stage, ex in zip(stages, executors, strict=True):
+            with progress.stage(stage.name, stage.tasks, len(ex.get_incomplete_ranks())):
+                ex.run()
+
+
+def _check_out_folder(out: Path) -> None:
+    """OUT, or the first of its parents that exists, must be a folder (before writing any)."""
+    if out.is_symlink() and not out.exists():
+        raise BloomforgeError(f"{out}: is a link to nothing; --out must be a folder")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        if existing == out:
+            raise BloomforgeError(f"{out}: is a file; --out must be a folder (new or earlier)")
+        raise BloomforgeError(f"{out}: {existing} is a file, so this folder cannot be made")

@@ -7,10 +7,13 @@ id `SOURCE/FILE_INDEX/LINE` (stable whatever the number of workers), metadata `s
 `language` (the source's code; for `auto` the record's or file name's language, else
 "unknown"), `file`, `line` (1-based line or parquet row), `orig_id`, `url` when present.
 
-Malformed records are counted in the ledger (step "read": in = kept + removed per reason, per
-source) and written aside, with file, line, reason and the raw record, to
-`MALFORMED_DIR/SOURCE/RANK.jsonl` (temp file renamed at the end of the task, so a rerun task
-replaces it whole). The run never stops on them.
+Malformed records, and records over `max_doc_bytes` (`too_large`, before any costly step: one
+50 MB record otherwise takes minutes and gigabytes in language id and the filters), are counted
+in the ledger (step "read": in = kept + removed per reason, per source) and written aside, with
+file, line, reason, size in bytes and the raw record (the first 1,000 characters of a too large
+one), to `MALFORMED_DIR/SOURCE/RANK.jsonl` (temp file renamed at the end of the task, so a rerun
+task replaces it whole). The run never stops on them. Each input file's records and documents
+are counted too (`file_key`), so a file that gave none, an empty one, is named in stats.json.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from bloomforge.data.prepare.config import LANGUAGES
 
 READ_STEP = "read"
 UNKNOWN = "unknown"
+FILE_STAT = "file"
+
+
+def file_key(source: str, index: int, what: str) -> str:
+    """The stats key of the input file `index` of `source`: what = records | documents."""
+    return f"{FILE_STAT}|{source}|{index}|{what}"
 
 
 class SourceReader(PipelineStep):
@@ -47,6 +56,7 @@ class SourceReader(PipelineStep):
         text_key: str = "text",
         id_key: str = "id",
         url_key: str = "url",
+        max_doc_bytes: int = 0,
     ) -> None:
         super().__init__()
         self.source = source
@@ -57,6 +67,7 @@ class SourceReader(PipelineStep):
         self.text_key = text_key
         self.id_key = id_key
         self.url_key = url_key
+        self.max_doc_bytes = max_doc_bytes  # 0: no limit
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
         if data:
@@ -69,17 +80,24 @@ class SourceReader(PipelineStep):
             for index in range(rank, len(self.files), world_size):
                 path = self.files[index]
                 self.stat_update("input_files")
+                skipped, documents = 0, 0
 
-                def on_skip(reason: str, line: int, raw: str, path: str = path) -> None:
-                    nonlocal bad
+                def on_skip(reason: str, line: int, raw: str, size: int, path: str = path) -> None:
+                    nonlocal bad, skipped
                     bad += 1
-                    entry = {"file": path, "line": line, "reason": reason, "record": raw}
+                    skipped += 1
+                    entry = {"file": path, "line": line, "reason": reason, "bytes": size}
+                    entry["record"] = raw
                     aside.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                    self._count_malformed(reason, raw)
+                    self._count_malformed(reason, size)
 
                 for doc in self._read(index, path, on_skip):
+                    documents += 1
                     self.update_doc_stats(doc)
                     yield doc
+                # value 0 still makes the key: an empty file is counted, not missing
+                self.stat_update(file_key(self.source, index, "records"), value=documents + skipped)
+                self.stat_update(file_key(self.source, index, "documents"), value=documents)
         if bad:
             os.replace(tmp, final)
         else:
@@ -96,6 +114,7 @@ class SourceReader(PipelineStep):
             url_key=self.url_key,
             fmt=self.fmt,
             on_skip=on_skip,
+            max_bytes=self.max_doc_bytes or None,
         ):
             meta = {
                 "source": self.source,
@@ -114,10 +133,9 @@ class SourceReader(PipelineStep):
             record(self, doc, KEPT)
             yield doc
 
-    def _count_malformed(self, reason: str, raw: str) -> None:
+    def _count_malformed(self, reason: str, size: int) -> None:
         language = UNKNOWN if self.language == "auto" else self.language
         reason = reason.replace("|", "/")  # ledger keys are "|"-separated
-        size = len(raw.encode("utf-8", "surrogatepass"))
         for outcome in (IN, reason):
             self.stat_update(ledger_key(READ_STEP, self.source, language, outcome, "docs"))
             key = ledger_key(READ_STEP, self.source, language, outcome, "bytes")

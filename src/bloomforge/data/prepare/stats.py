@@ -6,7 +6,9 @@ list of stages. Out: `stats.json` (written atomically, last) with
 - `ledger`: rows (stage, step, source, language, outcome, documents, bytes); outcome "in",
   "kept" or a removal reason; per step in = kept + removed (documents always; bytes too except
   for steps that rewrite text: pii, substring dedup);
-- `reader`: per source records, documents, bytes and malformed records per reason;
+- `reader`: per source records, documents, bytes and records set aside per reason (malformed,
+  too_large), and per input file its records and documents (`files`; `empty_files`: those with
+  no record at all, which would otherwise appear nowhere);
 - `totals`: per source documents read, in the final corpus, removed per step and reason, and
   whether they add up; `final`: documents and bytes per source x language of OUT/documents;
 - `pii`: spans per source x language x type; `dedup_summary` when dedup ran;
@@ -36,6 +38,7 @@ from bloomforge.data.ledger import (
     task_stats_files,
 )
 from bloomforge.data.pii import PII_STAT
+from bloomforge.data.prepare.reader import FILE_STAT
 
 READ, OUTPUT = "read", "output"
 _NOT_REMOVALS = (IN, KEPT)
@@ -89,7 +92,7 @@ def build_stats(out: Path, config: dict, stages: list[dict], settings: dict) -> 
 
     out = Path(out)
     cfg = from_dict(PrepareConfig, config)
-    ledger, steps, pii, alone = [], {}, {}, {}
+    ledger, steps, pii, alone, inputs = [], {}, {}, {}, {}
     for stage in stages:
         files = _stage_files(out, stage["name"])
         steps[stage["name"]] = _step_order(files)
@@ -100,6 +103,12 @@ def build_stats(out: Path, config: dict, stages: list[dict], settings: dict) -> 
                 pii.setdefault(source, {}).update(langs)
             for source, langs in read_alone(files).items():
                 alone.setdefault(source, {}).update(langs)
+            inputs[stage["source"]] = _input_files(files, stage)
+    names = [s.name for s in cfg.sources]
+    reader = _reader(ledger, names)
+    for name, per_file in inputs.items():
+        reader[name]["files"] = per_file
+        reader[name]["empty_files"] = [f for f, n in per_file.items() if n["records"] == 0]
     stats: dict[str, Any] = {
         "settings": settings,
         "sources": {
@@ -116,8 +125,8 @@ def build_stats(out: Path, config: dict, stages: list[dict], settings: dict) -> 
         "stages": stages,
         "steps": steps,
         "ledger": ledger,
-        "reader": _reader(ledger),
-        "totals": _totals(ledger),
+        "reader": reader,
+        "totals": _totals(ledger, names),
         "final": _final(ledger),
         "pii": pii,
         "each_filter_alone": alone,
@@ -135,8 +144,22 @@ def build_stats(out: Path, config: dict, stages: list[dict], settings: dict) -> 
     return stats
 
 
-def _reader(ledger: list[dict]) -> dict[str, dict]:
-    reader: dict[str, dict] = {}
+def _input_files(stats_files: list[Path], stage: dict) -> dict[str, dict[str, int]]:
+    """{input file: {records, documents}} of a filter stage (input files by index)."""
+    counts = counters_by_source(stats_files, FILE_STAT).get(stage["source"], {})
+    return {
+        path: {
+            "records": counts.get(str(i), {}).get("records", 0),
+            "documents": counts.get(str(i), {}).get("documents", 0),
+        }
+        for i, path in enumerate(stage.get("files", []))
+    }
+
+
+def _reader(ledger: list[dict], sources: list[str]) -> dict[str, dict]:
+    reader: dict[str, dict] = {
+        s: {"records": 0, "documents": 0, "bytes": 0, "skipped": {}} for s in sources
+    }
     for r in ledger:
         if r["step"] != READ:
             continue
@@ -154,8 +177,8 @@ def _reader(ledger: list[dict]) -> dict[str, dict]:
     return reader
 
 
-def _totals(ledger: list[dict]) -> dict[str, dict]:
-    totals: dict[str, dict] = {}
+def _totals(ledger: list[dict], sources: list[str]) -> dict[str, dict]:
+    totals: dict[str, dict] = {s: {"read": 0, "final": 0, "removed": {}} for s in sources}
     for r in ledger:
         t = totals.setdefault(r["source"], {"read": 0, "final": 0, "removed": {}})
         if r["step"] == READ and r["outcome"] == KEPT:
