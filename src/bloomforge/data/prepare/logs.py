@@ -4,7 +4,8 @@ In: the local executors of the stages. Out: datatrove's messages (pipeline, "Pro
 each task's stats block and the stage's summed one, all printed to stderr by datatrove, so a
 small run printed hundreds of lines) written only to the task log files,
 `OUT/logs/STAGE/logs/task_NNNNN.log`, beside the stats datatrove saves
-(`OUT/logs/STAGE/stats/NNNNN.json`, `OUT/logs/STAGE/stats.json`); on the console, one line per
+(`OUT/logs/STAGE/stats/NNNNN.json`, `OUT/logs/STAGE/stats.json`), and what the run itself logs
+(warnings, the executors' progress) in `OUT/logs/prepare.log`; on the console, one line per
 stage (`StageProgress`). datatrove logs through loguru and sets its sinks in `add_task_logger`
 (stderr at INFO, the task file at DEBUG) at the start of every task; `FileLoggedExecutor` runs
 the tasks with a version of it that keeps only the file. Slurm and Ray tasks log on their
@@ -17,6 +18,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TextIO
 
 from datatrove.executor import LocalPipelineExecutor
@@ -37,10 +39,11 @@ def _add_task_logger(logging_dir: Any, rank: int, local_rank: int = 0, node_rank
 
 
 def _close_task_logger(logfile: Any) -> None:
-    """datatrove's `close_task_logger`, which then puts the console sink back: not here."""
+    """datatrove's `close_task_logger`, which puts its console sink back: here `prepare.log`."""
     logger.complete()
     logger.remove()
     logfile.close()
+    _add_run_log()
 
 
 class FileLoggedExecutor(LocalPipelineExecutor):
@@ -61,17 +64,30 @@ class FileLoggedExecutor(LocalPipelineExecutor):
             base.add_task_logger, base.close_task_logger = saved
 
 
+_RUN_LOG: Path | None = None  # where this process's datatrove messages go between tasks
+
+
+def _add_run_log() -> None:
+    if _RUN_LOG is not None:
+        logger.add(_RUN_LOG, colorize=False, level="INFO", format=_FORMAT)
+
+
 @contextlib.contextmanager
-def datatrove_quiet() -> Iterator[None]:
-    """No loguru sink in this process while the stages run (the executors' own messages and
-    summed stats, which datatrove also saves as `logs/STAGE/stats.json`); datatrove's default
-    console sink is back afterwards."""
+def datatrove_quiet(run_log: Path) -> Iterator[None]:
+    """datatrove's messages in this process (warnings, the executors' progress and summed
+    stats, which datatrove also saves as `logs/STAGE/stats.json`) go to `run_log`, not the
+    console; datatrove's default console sink is back afterwards."""
+    global _RUN_LOG
+    run_log.parent.mkdir(parents=True, exist_ok=True)
     logger.remove()
+    _RUN_LOG = run_log
+    _add_run_log()
     try:
         yield
     finally:
         from datatrove.utils.logging import setup_default_logger
 
+        _RUN_LOG = None
         setup_default_logger()
 
 

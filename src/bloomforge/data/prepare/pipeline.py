@@ -34,6 +34,7 @@ from bloomforge.data.ledger import IN, KEPT, record
 from bloomforge.data.pii import PIIRedactor
 from bloomforge.data.prepare.config import PrepareConfig, SourceConfig, source_files
 from bloomforge.data.prepare.jsonio import FolderReader, JsonWriter
+from bloomforge.data.prepare.logs import FileLoggedExecutor, StageProgress, datatrove_quiet
 from bloomforge.data.prepare.reader import SourceReader
 from bloomforge.data.prepare.stats import write_stats
 from bloomforge.errors import BloomforgeError
@@ -194,8 +195,6 @@ def _make_executor(
 ) -> Any:
     logging_dir = str(out / "logs" / stage.name)
     if kind == "local":
-        from bloomforge.data.prepare.logs import FileLoggedExecutor
-
         return FileLoggedExecutor(
             stage.pipeline,
             tasks=stage.tasks,
@@ -282,6 +281,13 @@ def prepare(
     _check_out_folder(Path(out))
     out = Path(out).resolve()
     check_saved_config(config, out)
+    if executor != "local":  # Slurm and Ray: datatrove's messages say where the jobs are
+        return _run(config, out, workers, executor)
+    with datatrove_quiet(out / "logs" / "prepare.log"):  # its warnings while building too
+        return _run(config, out, workers, executor)
+
+
+def _run(config: PrepareConfig, out: Path, workers: int, executor: str) -> dict:
     stages, executors = build_executors(config, out, workers, executor)
     (out / "stats.json").unlink(missing_ok=True)
     for stage in stages:  # readers of intermediate folders need them to exist
@@ -297,19 +303,12 @@ def prepare(
     if executor == "ray":
         executors[-1].run()  # runs its dependencies first
     else:
-        _run_local(stages, executors)
-    settings["finished"] = time.time()
-    return write_stats(out, to_dict(config), [s.meta() for s in stages], settings)
-
-
-def _run_local(stages: list[Stage], executors: list[Any]) -> None:
-    from bloomforge.data.prepare.logs import StageProgress, datatrove_quiet
-
-    progress = StageProgress(len(stages))
-    with datatrove_quiet():
+        progress = StageProgress(len(stages))
         for stage, ex in zip(stages, executors, strict=True):
             with progress.stage(stage.name, stage.tasks, len(ex.get_incomplete_ranks())):
                 ex.run()
+    settings["finished"] = time.time()
+    return write_stats(out, to_dict(config), [s.meta() for s in stages], settings)
 
 
 def _check_out_folder(out: Path) -> None:
