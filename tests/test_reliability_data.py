@@ -145,18 +145,19 @@ def test_long_digit_run_kept_and_pii_still_redacted(run):
     ],
 )
 def test_pii_redaction_time_grows_linearly(motif, tail):
-    """time(8n) / time(n) stays near 8 (BigScience's regexes: near 64 on digits)."""
+    """time(8n) / time(n) stays near 8 (BigScience's regexes: near 64 on digits). The bound
+    leaves room for a shared, noisy machine; quadratic growth is far beyond it."""
     n = 1000
-    while (short := _seconds(motif * (n // len(motif)) + tail)) < 0.02 and n < 64_000:
+    while (short := _seconds(motif * (n // len(motif)) + tail)) < 0.05 and n < 128_000:
         n *= 2
     long = _seconds(motif * (8 * n // len(motif)) + tail)
-    assert long / short < 12, f"{motif!r} x {n}: {short:.4f} s, x 8: {long:.4f} s"
+    assert long / short < 20, f"{motif!r} x {n}: {short:.4f} s, x 8: {long:.4f} s"
 
 
 def _seconds(text: str) -> float:
-    """Best of three runs of `redact(text)` (one when a run takes over a second)."""
+    """Best of five runs of `redact(text)` (one when a run takes over a second)."""
     best = float("inf")
-    for _ in range(3):
+    for _ in range(5):
         start = time.perf_counter()
         redact(text)
         best = min(best, time.perf_counter() - start)
@@ -193,3 +194,19 @@ def test_bad_max_doc_bytes_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "max_doc_bytes" in err and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_prepare_into_a_folder_of_other_things_is_refused(tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("a document\n")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    argv = ["data", "prepare", "--input", f"en={tmp_path}/in.txt", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bloomforge: ") and "\n" not in err and "not empty" in err
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+    # the input's own folder is refused too
+    argv = ["data", "prepare", "--input", f"en={tmp_path}/in.txt", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    capsys.readouterr()

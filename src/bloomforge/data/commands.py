@@ -163,7 +163,15 @@ def _run_prepare(args: argparse.Namespace) -> int:
         )
         if args.max_doc_bytes is not None:
             config.max_doc_bytes = args.max_doc_bytes
-    stats = prepare(config, args.out, workers=args.workers, executor=args.executor)
+    from bloomforge.outputs import claim_output, spec_paths
+
+    # A new or empty folder, or an earlier prepare run's own (a rerun skips finished tasks);
+    # never an input, a folder of other things or a training run. One writer at a time.
+    inputs = [*spec_paths(args.input or []), args.config]
+    with claim_output(
+        args.out, inputs=inputs, reenter=lambda folder: (folder / "config.yaml").is_file()
+    ):
+        stats = prepare(config, args.out, workers=args.workers, executor=args.executor)
     if "submitted" in stats:
         print(
             f"submitted {len(stats['submitted'])} Slurm stages; stats.json is written "
