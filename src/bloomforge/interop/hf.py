@@ -204,13 +204,11 @@ def _load_bin(file: Path) -> dict[str, torch.Tensor]:
         raise BloomforgeError(f"{file}: unreadable weights ({type(e).__name__}: {e})") from e
 
 
-def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
-    """Local HF BLOOM folder -> bloomforge checkpoint (weights kept in float32).
-
-    `out` is replaced when complete; never the input, a folder holding it or a training run
-    (the CLI also refuses any other non-empty folder without --overwrite)."""
+def load_hf_model(
+    hf_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> BloomLM:
+    """A local HF BLOOM folder (config.json + safetensors or .bin) as a BloomLM, in memory."""
     folder = Path(hf_dir)
-    check_output(out, inputs=[folder], overwrite=True)
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise BloomforgeError(f"{config_file}: missing (not a Hugging Face model folder?)")
@@ -222,9 +220,20 @@ def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
     state = hf_to_bloomforge(read_hf_weights(folder), str(folder))
     with torch.device("meta"):
         model = BloomLM(cfg)
-    load_state(model, state, str(folder))
+    load_state(model, state, str(folder), device, dtype)
+    return model
+
+
+def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
+    """Local HF BLOOM folder -> bloomforge checkpoint (weights kept in float32).
+
+    `out` is replaced when complete; never the input, a folder holding it or a training run
+    (the CLI also refuses any other non-empty folder without --overwrite)."""
+    folder = Path(hf_dir)
+    check_output(out, inputs=[folder], overwrite=True)
+    model = load_hf_model(folder)
     meta = {"imported_from": str(folder.resolve())}
-    return save_checkpoint(out, model, Recipe(model=cfg), find_tokenizer_file(folder), meta)
+    return save_checkpoint(out, model, Recipe(model=model.cfg), find_tokenizer_file(folder), meta)
 
 
 def export_hf(ckpt: str | Path, out: str | Path) -> Path:
