@@ -229,7 +229,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 def _run_generate(args: argparse.Namespace) -> int:
     from bloomforge.checkpoint import load_checkpoint
-    from bloomforge.evaluation.scoring import resolve_device
+    from bloomforge.devices import resolve_device
     from bloomforge.model.generate import (
         GenerationLengthError,
         Sampling,

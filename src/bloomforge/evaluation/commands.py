@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from bloomforge.checkpoint import load_checkpoint
+    from bloomforge.devices import resolve_device
     from bloomforge.errors import BloomforgeError
     from bloomforge.evaluation.evaluate import (
         count_requests,
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         run_perplexity,
         run_tasks,
     )
-    from bloomforge.evaluation.scoring import Scorer, resolve_device
+    from bloomforge.evaluation.scoring import Scorer
     from bloomforge.evaluation.tasks import get_task, load_task_file
     from bloomforge.tokenizer import check_vocab
 

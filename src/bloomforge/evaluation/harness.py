@@ -24,7 +24,8 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
-from bloomforge.evaluation.scoring import Scorer, check_normalize_over, resolve_device
+from bloomforge.devices import resolve_device
+from bloomforge.evaluation.scoring import Scorer, check_normalize_over
 from bloomforge.tokenizer import check_vocab
 
 

@@ -211,14 +211,14 @@ def _prompts(ctx: Context) -> dict[str, list[str]]:
 
 def eval_stage(ctx: Context) -> dict[str, Any]:
     from bloomforge.checkpoint import load_checkpoint
+    from bloomforge.devices import resolve_device
     from bloomforge.evaluation.evaluate import run_perplexity, run_tasks
     from bloomforge.evaluation.scoring import Scorer
     from bloomforge.evaluation.tasks import get_task
     from bloomforge.model.generate import Sampling, generate_text
-    from bloomforge.training.loop import resolve_device
 
     cfg = ctx.recipe.eval
-    device = resolve_device(ctx.recipe.train.device)
+    device = resolve_device(ctx.recipe.train.device, "train.device")
     ckpt = load_checkpoint(ctx.run / "train", device=device)
     tokenizer = ckpt.tokenizer()
     scorer = Scorer(ckpt.model, tokenizer, device, cfg.batch_size)

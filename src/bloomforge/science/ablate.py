@@ -250,9 +250,9 @@ def evaluate_variant(variant: Variant, spec: EvalSpec) -> dict[str, Any]:
     import torch
 
     from bloomforge.checkpoint import load_checkpoint
-    from bloomforge.training.loop import resolve_device
+    from bloomforge.devices import resolve_device
 
-    device = resolve_device(variant.recipe.train.device)
+    device = torch.device(resolve_device(variant.recipe.train.device, "train.device"))
     ckpt = load_checkpoint(variant.run, device=device)
     recipe = ckpt.recipe  # the resolved recipe the run trained (vocabulary from the tokenizer)
     factors = sorted(set([1, *spec.extrapolation]))

@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
+    from bloomforge.devices import resolve_device
     from bloomforge.errors import BloomforgeError
-    from bloomforge.evaluation.scoring import resolve_device
     from bloomforge.serve.app import create_app
     from bloomforge.serve.engine import Limits
     from bloomforge.serve.loading import load_engine

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from bloomforge.data.loader import MixtureLoader
+from bloomforge.devices import resolve_device
 from bloomforge.errors import BloomforgeError, RunStopped
 from bloomforge.model import BloomLM
 from bloomforge.model.flops import count_params, train_flops_per_token
@@ -48,15 +49,6 @@ from bloomforge.training.metrics import (
 from bloomforge.training.objective import LMBatch, Objective
 from bloomforge.training.optim import build_optimizer
 from bloomforge.training.schedule import BatchRampup, learning_rate, parse_skip_ranges
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BloomforgeError(f"train.device={name}: no CUDA device on this machine")
-    return device
 
 
 def _tokenizer_of(recipe: Recipe) -> Path:
@@ -102,7 +94,7 @@ class Trainer:
         self.cfg = cfg = recipe.train
         self.run = Path(recipe.out)
         self.rank, self.world_size = rank, world_size
-        self.device = resolve_device(cfg.device)
+        self.device = torch.device(resolve_device(cfg.device, "train.device"))
         if self.device.type == "cuda" and self.device.index is None:
             # the GPU torchrun's LOCAL_RANK selected (env.init_distributed), with its index:
             # pipeline stages and the mesh need an explicit device
