@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,12 +122,20 @@ def verify(folder: Path, require: bool = False) -> str | None:
     return None
 
 
-def check_finite(state: dict[str, torch.Tensor], source: str, what: str = "") -> None:
-    """A one-line error naming the first tensor with NaN or inf."""
-    for name, tensor in state.items():
+def first_non_finite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first tensor holding NaN or inf (a DTensor: its local shard), else None."""
+    for name, tensor in named:
         local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
         if local.is_floating_point() and not torch.isfinite(local).all():
-            raise BloomforgeError(f"{what}{source}: '{name}' contains NaN or inf")
+            return name
+    return None
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str, what: str = "") -> None:
+    """A one-line error naming the first tensor with NaN or inf."""
+    name = first_non_finite(state.items())
+    if name is not None:
+        raise BloomforgeError(f"{what}{source}: '{name}' contains NaN or inf")
 
 
 def cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bloomforge.checkpoint import first_non_finite
 from bloomforge.data.loader import MixtureLoader
 from bloomforge.devices import resolve_device
 from bloomforge.errors import BloomforgeError, RunStopped
@@ -204,6 +205,7 @@ class Trainer:
         self.flops_per_token = train_flops_per_token(recipe.model, self.seq_len)
         self.peak_tflops = cfg.peak_tflops or device_peak_tflops(self.device)
         self._stop_reason: str | None = None
+        self._last_saved: Path | None = None
 
     # -- set-up -------------------------------------------------------------------------------
     def _load_trainer_state(self, state: dict[str, Any]) -> None:
@@ -429,15 +431,9 @@ class Trainer:
     # -- checkpoints --------------------------------------------------------------------------
     def _non_finite_weight(self) -> str | None:
         """The name of a weight holding NaN or inf on any rank (agreed by all), else None."""
-        bad = None
-        for part in self.parts:
-            for name, param in part.named_parameters():
-                local = param.to_local() if hasattr(param, "to_local") else param
-                if not torch.isfinite(local).all():
-                    bad = name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")
-                    break
-            if bad:
-                break
+        bad = first_non_finite(p for part in self.parts for p in part.named_parameters())
+        if bad:
+            bad = bad.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")
         if self.mesh is not None:
             import torch.distributed as dist
 
@@ -471,6 +467,7 @@ class Trainer:
             distributed=self.mesh is not None,
         )
         ckpt.fault_point("checkpoint-after", self.step)
+        self._last_saved = path
         return path
 
     # -- the loop -----------------------------------------------------------------------------
@@ -553,10 +550,12 @@ class Trainer:
             else:
                 saved = ckpt.checkpoint_dirs(self.run)
                 final = saved[-1] if saved else None
+                # This step's folder is sound if this run wrote it or resumed from it (verified
+                # at start); one left by an earlier run that failed its checksums is rewritten.
                 complete = (
                     final is not None
                     and final.name == f"{ckpt.PREFIX}{self.step:08d}"
-                    and ckpt.verify(final) is None
+                    and final in (self._last_saved, self.resumed_from)
                 )
                 if finished_before and complete:
                     log.print(f"{self.run}: already trained to {self.tokens:,} tokens")
@@ -621,7 +620,7 @@ def _check_supported(recipe: Recipe, device: torch.device) -> None:
             "model.attn_impl=flex: FlexAttention has no backward pass on CPU; "
             "train with model.attn_impl=sdpa (or reference) on CPU, flex on GPUs"
         )
-    if model.attn_impl == "flex" and (model.attention_dropout or 0) > 0:
+    if model.attn_impl == "flex" and model.attention_dropout > 0:
         raise BloomforgeError(
             "model.attn_impl=flex does not support model.attention_dropout > 0; "
             "use model.attn_impl=sdpa"

@@ -122,8 +122,10 @@ def remove_interrupted_saves(run: Path) -> list[Path]:
         p
         for p in root.iterdir()
         if p.is_dir()
-        and p.name.startswith((f".{PREFIX}", f".staging-{PREFIX}"))
-        and (".tmp-" in p.name or ".old-" in p.name or p.name.startswith(".staging-"))
+        and (
+            p.name.startswith(f".staging-{PREFIX}")
+            or (p.name.startswith(f".{PREFIX}") and (".tmp-" in p.name or ".old-" in p.name))
+        )
     ]
     for p in leftovers:
         shutil.rmtree(p, ignore_errors=True)
