@@ -226,13 +226,18 @@ def _work(engine: Engine, req: CompletionRequest, prompts: list[list[int]]) -> W
     return Work(rows, req.temperature, req.top_k, req.top_p, req.seed, req.logprobs)
 
 
-async def _wait(engine: Engine, work: Work, request: Request | None = None) -> None:
+def _submit(engine: Engine, work: Work) -> asyncio.Future:
+    """Queue the work; a full queue is a 429 (back-pressure), as OpenAI's rate limit."""
     try:
-        future = engine.submit(work)
+        return engine.submit(work)
     except QueueFull as e:
         raise APIError(
             429, "server busy: the request queue is full, retry later", None, "rate_limit_error"
         ) from e
+
+
+async def _wait(engine: Engine, work: Work, request: Request | None = None) -> None:
+    future = _submit(engine, work)
     try:
         await asyncio.wait_for(asyncio.shield(future), engine.limits.timeout_s)
     except TimeoutError as e:
@@ -315,12 +320,7 @@ def _stream(
     events: asyncio.Queue = asyncio.Queue()
     sent = [""] * len(work.rows)
     work.on_tokens = lambda j, ids: events.put_nowait((j, ids))
-    try:
-        future = engine.submit(work)
-    except QueueFull as e:
-        raise APIError(
-            429, "server busy: the request queue is full, retry later", None, "rate_limit_error"
-        ) from e
+    future = _submit(engine, work)
     future.add_done_callback(lambda _: events.put_nowait(None))
     owners = [p for p in prompts for _ in range(req.n)]
 
