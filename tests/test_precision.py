@@ -142,3 +142,16 @@ def test_fp16_resume_continues_the_scale_and_the_weights_exactly(tokens, tmp_pat
     wa, wb = _final(full), _final(parts)
     for name in wa:
         assert torch.equal(wa[name], wb[name]), name
+
+
+def test_fp16_min_and_static_loss_scale(tokens, tmp_path):
+    """train.min_loss_scale floors the dynamic scale; train.loss_scale > 0 is a fixed scale."""
+    floor = {**FP16, "train.min_loss_scale": 2.0**22, "train.max_consecutive_skips": 0}
+    _train(0, 1, tokens, tmp_path / "floor", 6, floor)
+    scales = [r["loss_scale"] for r in _rows(tmp_path / "floor")]
+    assert scales[-1] == 2.0**22 and min(scales) == 2.0**22  # would reach 2^20 without it
+    static = {**FP16, "train.loss_scale": 1024}
+    _train(0, 1, tokens, tmp_path / "static", 6, static)
+    rows = _rows(tmp_path / "static")
+    assert [r["loss_scale"] for r in rows] == [1024.0] * 6
+    assert not any(r.get("skip_reason") for r in rows)  # 1024 fits fp16 here

@@ -90,6 +90,16 @@ def _assert_user_error(args, capsys, *needles, code=2):
         ("parallel.tp=0", "key 'parallel.tp': must be >= 1"),
         ("data.valid_fraction=1", "key 'data.valid_fraction': must be >= 0 and < 1"),
         ("train.beta2=1", "key 'train.beta2'"),
+        ("train.beta1=-0.1", "key 'train.beta1': must be >= 0 and < 1"),
+        ("train.clip_grad=-1", "key 'train.clip_grad': must be >= 0"),
+        ("train.eps=0", "key 'train.eps': must be > 0"),
+        ("train.eval_every=-1", "key 'train.eval_every': must be >= 0"),
+        ("train.exit_duration_mins=0", "key 'train.exit_duration_mins': must be > 0"),
+        ("train.spike_window=0", "key 'train.spike_window': must be >= 1"),
+        ("train.min_loss_scale=0", "key 'train.min_loss_scale': must be > 0"),
+        ("model.ffn_hidden_size=0", "key 'model.ffn_hidden_size': must be >= 1"),
+        ("model.layer_norm_eps=0", "key 'model.layer_norm_eps': must be > 0"),
+        ("model.rotary_base=-1", "key 'model.rotary_base': must be > 0"),
     ],
 )
 @pytest.mark.parametrize("dry_run", [False, True])
