@@ -1,4 +1,4 @@
-"""CLI for the data stage: `bloomforge data prepare | report | tokenize`.
+"""CLI for the data stage: `bloomforge data prepare | report | inspect | search | tokenize`.
 
 In: argv parsed by `bloomforge.cli`. Out: the stage's files and a short summary on stdout.
 Kept cheap to import: the engines are imported inside the handlers.
@@ -17,6 +17,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     _register_prepare(sub)
     _register_report(sub)
+    _register_inspect(sub)
 
     tok = sub.add_parser(
         "tokenize",
@@ -244,3 +245,79 @@ def _check_report_targets(prepared: Path) -> None:
             head = f.read(4096)
         if "<title>bloomforge data report</title>" not in head:
             raise BloomforgeError(f"{page}: not an earlier data report; move it away first")
+
+
+def _register_inspect(sub: argparse._SubParsersAction) -> None:
+    ins = sub.add_parser(
+        "inspect",
+        help="prepared folder -> HTML page of what each filter and dedup step removed",
+        description="Write a static HTML viewer of a prepared folder: per language and filter, "
+        "a sample of the removed documents with the filter's value and threshold and the kept "
+        "documents nearest it; duplicate clusters with the kept and removed copies side by side; "
+        "PII counts by type (never the originals, which stay in restricted/).",
+    )
+    ins.add_argument("prepared", help="folder written by `data prepare` (holding stats.json)")
+    ins.add_argument("--out", help="HTML file to write (default PREPARED/inspect.html)")
+    ins.add_argument(
+        "--sample",
+        type=int,
+        default=10,
+        help="documents (and clusters) shown per language and step (default 10)",
+    )
+    ins.add_argument(
+        "--scan",
+        type=int,
+        default=2000,
+        help="kept documents read per source and language to find those nearest each "
+        "threshold (default 2000)",
+    )
+    ins.set_defaults(func=_run_inspect)
+
+    search = sub.add_parser(
+        "search",
+        help="full-text search of a prepared folder's documents (SQLite FTS5), with provenance",
+        description="Search the documents of a prepared folder. The index "
+        "(PREPARED/search/index.sqlite) is built on first use and updated when files under "
+        "documents/ are added, changed or removed. QUERY is FTS5 syntax: words (all must "
+        'match), "a phrase", OR, NOT, prefix*.',
+    )
+    search.add_argument("prepared", help="folder written by `data prepare`")
+    search.add_argument("query", help="what to look for")
+    search.add_argument("--lang", help="only documents of this language (e.g. fr)")
+    search.add_argument("--source", help="only documents of this source")
+    search.add_argument("--limit", type=int, default=10, help="hits shown (default 10)")
+    search.set_defaults(func=_run_search)
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from bloomforge.data.inspect import write_viewer
+    from bloomforge.outputs import output_lock
+
+    prepared = Path(args.prepared)
+    # Not while `data prepare` writes the folder (its files would be half written).
+    lock = output_lock(prepared) if prepared.is_dir() else contextlib.nullcontext()
+    with lock:
+        page = write_viewer(prepared, args.out, sample=args.sample, scan=args.scan)
+    print(f"wrote {page}")
+    return 0
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from bloomforge.data.search import format_hit, search
+
+    prepared = Path(args.prepared)
+    from bloomforge.outputs import output_lock
+
+    lock = output_lock(prepared) if prepared.is_dir() else contextlib.nullcontext()
+    with lock:
+        hits = search(prepared, args.query, lang=args.lang, limit=args.limit, source=args.source)
+    for hit in hits:
+        print(format_hit(hit))
+    if not hits:
+        where = f" in language {args.lang}" if args.lang else ""
+        print(f"no document matches {args.query!r}{where}")
+    return 0
