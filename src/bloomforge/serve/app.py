@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
-from bloomforge.serve.engine import Engine, QueueFull, Row, Work
+from bloomforge.serve.engine import Engine, QueueFull, Row, StepEvent, TokenLogprob, Work
 from bloomforge.serve.playground import PAGE
 from bloomforge.serve.protocol import (
     APIError,
@@ -32,6 +32,7 @@ from bloomforge.serve.protocol import (
 )
 
 OPEN_PATHS = ("/", "/health", "/metrics")  # answered without the API key
+DISCONNECT_POLL_S = 0.1  # how often a waiting request checks that its client is still there
 
 
 def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
@@ -190,6 +191,12 @@ def _prompts(engine: Engine, req: CompletionRequest) -> list[list[int]]:
                 "tokens",
                 where,
             )
+        if req.prefix_len is not None and req.prefix_len > len(ids):
+            raise APIError(
+                400,
+                f"prefix_len: {req.prefix_len} is longer than {where} ({len(ids)} tokens)",
+                "prefix_len",
+            )
         prompts.append(ids)
     return prompts
 
@@ -206,6 +213,8 @@ def _check_limits(engine: Engine, req: CompletionRequest) -> None:
         raise APIError(400, f"n: {req.n} is over this server's limit of {lim.max_n}", "n")
     if req.logprobs is not None and req.logprobs > lim.max_logprobs:
         raise APIError(400, f"logprobs: at most {lim.max_logprobs}", "logprobs")
+    if req.prefix_len is not None and not engine.prefix_lm:
+        raise APIError(400, "prefix_len: the model is not a prefix-LM (causal)", "prefix_len")
     if req.max_tokens == 0 and not req.echo:
         raise APIError(400, "max_tokens: 0 needs echo (scoring the prompt)", "max_tokens")
 
@@ -222,8 +231,8 @@ def _work(engine: Engine, req: CompletionRequest, prompts: list[list[int]]) -> W
     stops = req.stops()
     if any(s == "" for s in stops):
         raise APIError(400, "stop: empty stop string", "stop")
-    rows = [Row(p, req.max_tokens, stops) for p in prompts for _ in range(req.n)]
-    return Work(rows, req.temperature, req.top_k, req.top_p, req.seed, req.logprobs)
+    rows = [Row(p, req.max_tokens, stops, req.prefix_len) for p in prompts for _ in range(req.n)]
+    return Work(rows, req.temperature, req.top_k, req.top_p, req.seed, req.logprobs, req.echo)
 
 
 def _submit(engine: Engine, work: Work) -> asyncio.Future:
@@ -237,17 +246,27 @@ def _submit(engine: Engine, work: Work) -> asyncio.Future:
 
 
 async def _wait(engine: Engine, work: Work, request: Request | None = None) -> None:
+    """Wait for the work; a client that went away or a request past the timeout stops its rows
+    (they leave the running batch at the next step)."""
     future = _submit(engine, work)
+    deadline = time.monotonic() + engine.limits.timeout_s
     try:
-        await asyncio.wait_for(asyncio.shield(future), engine.limits.timeout_s)
-    except TimeoutError as e:
-        for r in work.rows:
-            r.cancelled = True
-        raise APIError(408, f"request took over {engine.limits.timeout_s} s (timeout)", None) from e
+        while not future.done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                work.cancel("timeout")
+                raise APIError(
+                    408, f"request took over {engine.limits.timeout_s} s (timeout)", None
+                )
+            await asyncio.wait({future}, timeout=min(DISCONNECT_POLL_S, left))
+            if not future.done() and request is not None and await request.is_disconnected():
+                work.cancel("disconnect")
+                raise APIError(499, "client closed the request", None)
     except asyncio.CancelledError:
-        for r in work.rows:  # the client went away
-            r.cancelled = True
+        work.cancel("disconnect")
         raise
+    if future.exception() is not None:
+        raise APIError(500, f"generation failed: {future.exception()}", None)
 
 
 def _choice(
@@ -261,21 +280,30 @@ def _choice(
         "finish_reason": row.finish,
         "logprobs": None,
     }
-    if row.logprobs is not None:
-        lps = row.logprobs if req.echo else row.logprobs[len(prompt) :]
+    if work.logprobs is not None:
+        lps = (row.prompt_logprobs or [] if req.echo else []) + row.new_logprobs
         ids = (prompt if req.echo else []) + row.new
-        tokens = [engine.token_text(t) for t in ids]
-        offsets, at = [], 0
-        for t in tokens:
-            offsets.append(at)
-            at += len(t)
-        choice["logprobs"] = {
-            "tokens": tokens,
-            "token_logprobs": [lp for lp, _ in lps],
-            "top_logprobs": [alts or None for _, alts in lps],
-            "text_offset": offsets,
-        }
+        choice["logprobs"], _ = _logprob_block(engine, ids, lps, 0)
     return choice
+
+
+def _logprob_block(
+    engine: Engine, ids: list[int], lps: list[TokenLogprob], offset: int
+) -> tuple[dict[str, Any], int]:
+    """OpenAI's `logprobs` object for tokens `ids` whose text starts at `offset`; the offset
+    after them."""
+    tokens = [engine.token_text(t) for t in ids]
+    offsets = []
+    for t in tokens:
+        offsets.append(offset)
+        offset += len(t)
+    block = {
+        "tokens": tokens,
+        "token_logprobs": [lp for lp, _ in lps],
+        "top_logprobs": [alts or None for _, alts in lps],
+        "text_offset": offsets,
+    }
+    return block, offset
 
 
 def _response(
@@ -315,14 +343,19 @@ def _stream(
     rid: str,
     created: int,
 ) -> StreamingResponse:
-    """Server-sent events: one chunk per piece of text that became final (an incomplete UTF-8
-    character or a possible start of a stop string waits), then the finish reasons, [DONE]."""
-    events: asyncio.Queue = asyncio.Queue()
-    sent = [""] * len(work.rows)
-    work.on_tokens = lambda j, ids: events.put_nowait((j, ids))
+    """Server-sent events, as OpenAI's legacy completions stream: per row, the echoed prompt,
+    then a chunk each time whole tokens became final text (a token that ends inside a UTF-8
+    character or may begin a stop string waits), each with those tokens' log-probs when asked,
+    then the row's last piece with its finish reason; at the end `[DONE]`."""
+    events: asyncio.Queue[StepEvent | None] = asyncio.Queue()
+    n = len(work.rows)
+    sent, sent_tokens, offset = [""] * n, [0] * n, [0] * n
+    started, closed = [False] * n, [False] * n
+    work.on_step = events.put_nowait
     future = _submit(engine, work)
     future.add_done_callback(lambda _: events.put_nowait(None))
     owners = [p for p in prompts for _ in range(req.n)]
+    want = req.logprobs is not None
 
     def chunk(i: int, text: str, finish: str | None, logprobs: Any = None) -> str:
         body = {
@@ -334,48 +367,70 @@ def _stream(
         }
         return f"data: {json.dumps(body)}\n\n"
 
+    def pieces(event: StepEvent) -> list[str]:
+        j, new, lps, done = event
+        row, out = work.rows[j], []
+        if closed[j]:
+            return out
+        if not started[j]:
+            started[j] = True
+            if req.echo:
+                p = owners[j]
+                block = None
+                if want:
+                    block, offset[j] = _logprob_block(engine, p, row.prompt_logprobs or [], 0)
+                out.append(chunk(j, engine.decode(p), None, block))
+        k0 = sent_tokens[j]
+        if done:
+            k, text = len(new), engine.completion_text(row, new)
+            text = text[len(sent[j]) :] if text.startswith(sent[j]) else ""
+        else:
+            final = _final_part(engine.decode(new), row.stops)
+            k = next(
+                (
+                    k
+                    for k in range(len(new), k0, -1)
+                    if final.startswith(t := engine.decode(new[:k])) and t.startswith(sent[j])
+                ),
+                k0,
+            )
+            if k == k0:
+                return out
+            whole = engine.decode(new[:k])
+            text, sent[j] = whole[len(sent[j]) :], whole
+        block = None
+        if want:
+            block, offset[j] = _logprob_block(engine, new[k0:k], lps[k0:k], offset[j])
+        sent_tokens[j] = k
+        if done or text or want:
+            out.append(chunk(j, text, row.finish if done else None, block))
+        closed[j] = done
+        return out
+
     async def body() -> AsyncIterator[str]:
         deadline = time.monotonic() + engine.limits.timeout_s
         try:
-            if req.echo:
-                for i, p in enumerate(owners):
-                    yield chunk(i, engine.decode(p), None)
             while True:
                 left = deadline - time.monotonic()
                 try:
                     event = await asyncio.wait_for(events.get(), max(left, 0.001))
                 except TimeoutError:
-                    for r in work.rows:
-                        r.cancelled = True
+                    work.cancel("timeout")
                     err = APIError(408, "request timed out", None)
                     yield f"data: {json.dumps(err.body())}\n\n"
                     return
                 if event is None:
                     break
-                j, ids = event
-                row = work.rows[j]
-                text = _final_part(engine.decode(ids), row.stops)
-                if text.startswith(sent[j]) and len(text) > len(sent[j]):
-                    yield chunk(j, text[len(sent[j]) :], None)
-                    sent[j] = text
+                for piece in pieces(event):
+                    yield piece
             if future.exception() is not None:
                 err = APIError(500, f"generation failed: {future.exception()}", None)
                 yield f"data: {json.dumps(err.body())}\n\n"
                 return
-            for j, (row, p) in enumerate(zip(work.rows, owners, strict=True)):
-                full = _choice(engine, work, req, j, row, p)
-                rest = engine.completion_text(row)
-                yield chunk(
-                    j,
-                    rest[len(sent[j]) :] if rest.startswith(sent[j]) else "",
-                    row.finish,
-                    full["logprobs"],
-                )
             yield "data: [DONE]\n\n"
         finally:
-            for r in work.rows:  # closed early by the client: stop its rows
-                if not future.done():
-                    r.cancelled = True
+            if not future.done():  # closed early by the client: stop its rows
+                work.cancel("disconnect")
 
     return StreamingResponse(body(), media_type="text/event-stream")
 

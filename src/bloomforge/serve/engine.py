@@ -1,20 +1,27 @@
-"""The serving engine: waiting requests batched dynamically onto the model's KV-cache generation.
+"""The serving engine: continuous batching of requests onto one KV-cached decode loop.
 
 In: `Work` items (one per HTTP request: its rows, each one prompt x one sample, and its sampling
-settings). Out: each row's new token ids, finish reason and, when asked, per-token log-probs.
+settings). Out: each row's new token ids, finish reason and, when asked, per-token log-probs,
+reported after every decode step (streaming) and when the request is done (its future).
 
-One worker takes up to `max_batch` waiting rows whose sampling settings agree (greedy rows always
-agree; a seeded request runs alone so its draws do not depend on its neighbours) and runs them
-as one left-padded batch through `bloomforge.model.generate.generate`, on a thread so the event
-loop keeps answering. Per-row stops (max_tokens, stop strings, a closed client) go through
-`generate`'s `should_stop`. Log-probs are one more forward over prompt + new tokens, with a
-log-softmax over all the model's output rows, as `bloomforge eval` and lm-eval's hf backend
-score. The queue is bounded (`QueueFull` -> HTTP 429).
+One worker repeats a step on a thread (the event loop keeps answering): rows whose client went
+away or timed out leave the running batch; the running rows decode one token together; waiting
+requests join (FIFO, up to `max_batch` rows): their prompts run as one left-padded prefill whose
+keys/values join the batch's cache (`serve.batch`), so a new request never waits for a running
+one to finish (continuous batching, as vLLM and TGI schedule). Scoring requests (`max_tokens`
+0) are one forward and leave at once. Each request samples with its own settings and, with a
+`seed`, its own `torch.Generator`, so its draws do not depend on its neighbours. Log-probs use
+a log-softmax over all the model's output rows, as `bloomforge eval` and lm-eval's hf backend
+score. Prefix-LM models (`attention: prefix_lm`) see the prompt (or its first `prefix` tokens)
+as their prefix, as `bloomforge generate` and `bloomforge eval` do; a token inside the prefix
+has no log-prob (it is visible to the position that would predict it). The queue is bounded
+(`QueueFull` -> HTTP 429).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,17 +29,23 @@ from dataclasses import dataclass, field
 
 import torch
 from tokenizers import Tokenizer
+from torch import Tensor
 
 from bloomforge.evaluation.scoring import LOGITS_CHUNK
-from bloomforge.model.bloom import BloomLM
-from bloomforge.model.generate import Sampling, generate
+from bloomforge.model.bloom import BloomLM, KVCache
+from bloomforge.model.generate import Sampling, next_token
+from bloomforge.serve.batch import RunningBatch
+from bloomforge.serve.metrics import Metrics
 
-LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+log = logging.getLogger(__name__)
+
+# One position's log-probs: (log p(token | before) or None, top alternatives by name).
+TokenLogprob = tuple[float | None, dict[str, float]]
 
 
 @dataclass
 class Limits:
-    max_batch: int = 8  # rows per forward
+    max_batch: int = 8  # rows decoding together
     max_queue: int = 64  # waiting rows before 429
     max_tokens: int = 512  # new tokens per row
     max_n: int = 16
@@ -50,10 +63,17 @@ class Row:
     prompt: list[int]
     max_tokens: int
     stops: list[str]
+    prefix: int | None = None  # prefix-LM: prompt tokens in the prefix (None: all)
     new: list[int] = field(default_factory=list)
     finish: str = "length"
-    logprobs: list[tuple[float | None, dict[str, float]]] | None = None
-    cancelled: bool = False
+    prompt_logprobs: list[TokenLogprob] | None = None  # echo: one per prompt token
+    new_logprobs: list[TokenLogprob] = field(default_factory=list)
+    cancelled: str = ""  # why the row was stopped from outside ("disconnect", "timeout")
+    done: bool = False
+
+
+# Streaming: (row index in its request, new ids, their log-probs, finished) after each step.
+StepEvent = tuple[int, list[int], list[TokenLogprob], bool]
 
 
 @dataclass
@@ -64,56 +84,19 @@ class Work:
     top_p: float = 1.0
     seed: int | None = None
     logprobs: int | None = None  # top alternatives per position; None: no log-probs
-    on_tokens: Callable[[int, list[int]], None] | None = None  # streaming, on the loop
+    echo: bool = False
+    on_step: Callable[[StepEvent], None] | None = None  # streaming, called on the loop
     future: asyncio.Future | None = None
+    generator: torch.Generator | None = None
 
-    def key(self) -> tuple:
-        if all(r.max_tokens == 0 for r in self.rows):
-            return ("score",)
-        if self.temperature > 0 and self.seed is not None:
-            return ("alone", id(self))
-        if self.temperature == 0:
-            return ("greedy",)
-        return ("sample", self.temperature, self.top_k, self.top_p)
+    @property
+    def scoring(self) -> bool:
+        return all(r.max_tokens == 0 for r in self.rows)
 
-
-class Metrics:
-    def __init__(self) -> None:
-        self.requests: dict[tuple[str, int], int] = {}
-        self.prompt_tokens = self.generated_tokens = self.batches = 0
-        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.latency_sum = 0.0
-
-    def observe(self, path: str, status: int, seconds: float) -> None:
-        self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
-        self.latency_sum += seconds
-        i = next((i for i, b in enumerate(LATENCY_BUCKETS) if seconds <= b), len(LATENCY_BUCKETS))
-        self.latency[i] += 1
-
-    def text(self, queue_depth: int) -> str:
-        out = ["# TYPE bloomforge_requests_total counter"]
-        for (path, status), n in sorted(self.requests.items()):
-            out.append(f'bloomforge_requests_total{{path="{path}",status="{status}"}} {n}')
-        out += [
-            "# TYPE bloomforge_prompt_tokens_total counter",
-            f"bloomforge_prompt_tokens_total {self.prompt_tokens}",
-            "# TYPE bloomforge_generated_tokens_total counter",
-            f"bloomforge_generated_tokens_total {self.generated_tokens}",
-            "# TYPE bloomforge_batches_total counter",
-            f"bloomforge_batches_total {self.batches}",
-            "# TYPE bloomforge_queue_depth gauge",
-            f"bloomforge_queue_depth {queue_depth}",
-            "# TYPE bloomforge_request_seconds histogram",
-        ]
-        total = 0
-        for b, n in zip((*LATENCY_BUCKETS, "+Inf"), self.latency, strict=True):
-            total += n
-            out.append(f'bloomforge_request_seconds_bucket{{le="{b}"}} {total}')
-        out += [
-            f"bloomforge_request_seconds_sum {self.latency_sum:.6f}",
-            f"bloomforge_request_seconds_count {total}",
-        ]
-        return "\n".join(out) + "\n"
+    def cancel(self, reason: str) -> None:
+        for r in self.rows:
+            if not r.done:
+                r.cancelled = reason
 
 
 class Engine:
@@ -129,6 +112,7 @@ class Engine:
         self.device, self.limits = device, limits or Limits()
         self.cfg = model.cfg
         self.context = self.cfg.max_seq_len
+        self.prefix_lm = self.cfg.attention == "prefix_lm"
         self.vocab = min(tokenizer.get_vocab_size(), self.cfg.padded_vocab_size)
         ids = {t: tokenizer.token_to_id(t) for t in ("<s>", "</s>", "<pad>")}
         self.eos_id = ids["</s>"]
@@ -136,6 +120,8 @@ class Engine:
         self.pad_id = ids["<pad>"] if ids["<pad>"] is not None else (self.eos_id or 0)
         self.metrics = Metrics()
         self.waiting: deque[Work] = deque()
+        self.batch = RunningBatch(self.model)
+        self.running: list[tuple[Work, Row]] = []  # the batch's rows, in cache order
         self._wake: asyncio.Event | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bloomforge-serve")
         self._task: asyncio.Task | None = None
@@ -153,13 +139,13 @@ class Engine:
         text = self.decode([token], skip_special=False)
         return text if "\ufffd" not in text else self.tokenizer.id_to_token(token) or text
 
-    def completion_text(self, row: Row) -> str:
+    def completion_text(self, row: Row, new: list[int] | None = None) -> str:
         """New tokens as text, cut before the first stop string."""
-        text = self.decode(row.new)
+        text = self.decode(row.new if new is None else new)
         for stop in row.stops:
             cut = text.find(stop)
             if cut >= 0:
-                text, row.finish = text[:cut], "stop"
+                text = text[:cut]
         return text
 
     # --- queue ----------------------------------------------------------------------------
@@ -175,6 +161,8 @@ class Engine:
         if self._task is not None:
             self._task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.batch.keep([])
+        self.running = []
 
     def submit(self, work: Work) -> asyncio.Future:
         """Queue `work`; its future resolves when every row is done. QueueFull when full."""
@@ -186,152 +174,232 @@ class Engine:
         self._wake.set()
         return work.future
 
-    def _take(self) -> list[Work]:
-        """The oldest waiting work and those after it that can share its batch."""
-        first = self.waiting.popleft()
-        batch, key = [first], first.key()
-        rows = len(first.rows)
-        width = max(len(r.prompt) for r in first.rows)
-        new = max(r.max_tokens for r in first.rows)
-        for w in list(self.waiting):
-            if rows + len(w.rows) > self.limits.max_batch or w.key() != key:
+    def _admit(self) -> list[Work]:
+        """Waiting work that joins now, oldest first, while its rows fit `max_batch` (the
+        oldest always joins an idle engine, however many rows it has)."""
+        taken: list[Work] = []
+        rows = len(self.running)
+        while self.waiting:
+            w = self.waiting[0]
+            if all(r.cancelled for r in w.rows):
+                self.waiting.popleft()
+                self._count_cancelled(w.rows)
+                self._resolve(w)
                 continue
-            w_width = max(width, *(len(r.prompt) for r in w.rows))
-            w_new = max(new, *(r.max_tokens for r in w.rows))
-            if key != ("score",) and w_width + w_new > self.context:
-                continue  # left padding to the longest prompt would not fit the context
-            self.waiting.remove(w)
-            batch.append(w)
-            rows, width, new = rows + len(w.rows), w_width, w_new
-        return batch
+            if rows and rows + len(w.rows) > self.limits.max_batch:
+                break
+            taken.append(self.waiting.popleft())
+            rows += len(w.rows)
+        return taken
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._wake is not None
         while True:
-            if not self.waiting:
+            if not self.waiting and not self.running:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = self._take()
-            batch = [w for w in batch if not all(r.cancelled for r in w.rows)]
-            if not batch:
-                continue
+            joining = self._admit()
             try:
-                await loop.run_in_executor(self._pool, self._run, batch, loop)
+                await loop.run_in_executor(self._pool, self._step, joining, loop)
             except Exception as e:  # a bug or out of memory: fail these requests, keep serving
-                for w in batch:
+                log.exception("serve: a step failed; its requests get an error")
+                failed = {id(w): w for w, _ in self.running} | {id(w): w for w in joining}
+                self.running = []
+                self.batch.keep([])
+                for w in failed.values():
                     if w.future is not None and not w.future.done():
                         w.future.set_exception(e)
-                continue
-            self.metrics.batches += 1
-            for w in batch:
-                if w.future is not None and not w.future.done():
-                    w.future.set_result(w)
+
+    def _resolve(self, work: Work) -> None:
+        if work.future is not None and not work.future.done():
+            work.future.set_result(work)
+
+    def _count_cancelled(self, rows: list[Row]) -> None:
+        for r in rows:
+            if r.cancelled and not r.done:
+                r.done = True
+                self.metrics.cancelled[r.cancelled] = self.metrics.cancelled.get(r.cancelled, 0) + 1
 
     # --- model work (on the engine thread) ------------------------------------------------
-    def _run(self, batch: list[Work], loop: asyncio.AbstractEventLoop) -> None:
-        rows = [r for w in batch for r in w.rows]
-        self.metrics.prompt_tokens += sum(len(r.prompt) for r in rows)
-        if batch[0].key() != ("score",):
-            self._generate(batch, rows, loop)
-        self.metrics.generated_tokens += sum(len(r.new) for r in rows)
-        for w in batch:
-            if w.logprobs is not None:
-                for r, lp in zip(
-                    w.rows,
-                    self.logprobs([r.prompt + r.new for r in w.rows], w.logprobs),
-                    strict=True,
-                ):
-                    r.logprobs = lp
-
     @torch.no_grad()
-    def _generate(
-        self, batch: list[Work], rows: list[Row], loop: asyncio.AbstractEventLoop
-    ) -> None:
-        w0 = batch[0]
-        width = max(len(r.prompt) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+    def _step(self, joining: list[Work], loop: asyncio.AbstractEventLoop) -> None:
+        touched: dict[int, Work] = {}
+        # 1. rows stopped from outside leave the batch
+        gone = [i for i, (_, r) in enumerate(self.running) if r.cancelled]
+        if gone:
+            for i in gone:
+                w, r = self.running[i]
+                self._count_cancelled([r])
+                touched[id(w)] = w
+            self._keep([i for i, (_, r) in enumerate(self.running) if not r.done])
+        # 2. the running rows decode one token
+        if self.running:
+            hidden = self.batch.step()
+            self.metrics.batches += 1
+            self._accept(self.running, hidden, touched)
+            self._keep([i for i, (_, r) in enumerate(self.running) if not r.done])
+        # 3. waiting requests join: scoring at once, generation through a prefill
+        scoring = [w for w in joining if w.scoring]
+        if scoring:
+            self._score(scoring)
+            touched.update((id(w), w) for w in scoring)
+        generating = [w for w in joining if not w.scoring]
+        if generating:
+            self._prefill(generating, touched)
+        # 4. report
+        for w in touched.values():
+            if w.on_step is not None:
+                for j, r in enumerate(w.rows):
+                    event = (j, list(r.new), list(r.new_logprobs), r.done)
+                    loop.call_soon_threadsafe(w.on_step, event)
+            if all(r.done for r in w.rows):
+                loop.call_soon_threadsafe(self._resolve, w)
+        self.metrics.running_rows = len(self.running)
+
+    def _keep(self, rows: list[int]) -> None:
+        self.running = [self.running[i] for i in rows]
+        self.batch.keep(rows)
+
+    def _prefill(self, works: list[Work], touched: dict[int, Work]) -> None:
+        """Run the new prompts (left-padded, one forward), sample their first tokens and join
+        the survivors to the running batch."""
+        pairs = [(w, r) for w in works for r in w.rows]
+        for w in works:
+            if w.seed is not None and w.temperature > 0:
+                w.generator = torch.Generator(device=self.device).manual_seed(w.seed)
+            touched[id(w)] = w
+        P = max(len(r.prompt) for _, r in pairs)
+        ids = torch.full((len(pairs), P), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r.prompt) :] = torch.tensor(r.prompt)
-            mask[i, width - len(r.prompt) :] = 1
-        sampling = Sampling(
-            max_new_tokens=max(r.max_tokens for r in rows),
-            temperature=w0.temperature,
-            top_k=max(w0.top_k, 0),
-            top_p=w0.top_p,
-            seed=w0.seed,
-            eos_id=self.eos_id,
-            pad_id=self.pad_id,
+        for i, (_, r) in enumerate(pairs):
+            ids[i, P - len(r.prompt) :] = torch.tensor(r.prompt)
+            mask[i, P - len(r.prompt) :] = 1
+        self.metrics.prompt_tokens += sum(len(r.prompt) for _, r in pairs)
+        kw = {}
+        if self.prefix_lm:  # the prefix's columns, left padding included (as `generate`)
+            cols = [P - len(r.prompt) + self._prefix(r) for _, r in pairs]
+            kw["prefix_len"] = torch.tensor(cols, dtype=torch.long, device=self.device)
+        dtype = next(self.model.parameters()).dtype
+        cache = KVCache(self.cfg, len(pairs), P, self.device, dtype)
+        mask = mask.to(self.device)
+        hidden = self.model(
+            ids.to(self.device), attention_mask=mask, cache=cache, return_hidden=True, **kw
+        )  # (n, P, h)
+        self.metrics.batches += 1
+        for i, (w, r) in enumerate(pairs):
+            if w.echo and w.logprobs is not None:
+                h = hidden[i, P - len(r.prompt) :]
+                r.prompt_logprobs = self._position_logprobs(h, r.prompt, w.logprobs, r.prefix)
+        self._accept(pairs, hidden[:, -1], touched)
+        keep = [i for i, (_, r) in enumerate(pairs) if not r.done]
+        if not keep:
+            return
+        idx = torch.tensor(keep, device=mask.device)
+        live = [pairs[i] for i in keep]
+        room = max(r.max_tokens - len(r.new) for _, r in self.running + live)
+        self.batch.join(
+            cache.k.index_select(1, idx),
+            cache.v.index_select(1, idx),
+            mask.index_select(0, idx),
+            torch.tensor([r.new[-1] for _, r in live], device=mask.device),
+            room,
         )
+        self.running += live
 
-        def should_stop(i: int, new_ids: torch.Tensor) -> bool:
-            r = rows[i]
-            if r.cancelled or new_ids.shape[0] >= r.max_tokens:
-                return True
-            return bool(r.stops) and any(s in self.decode(new_ids.tolist()) for s in r.stops)
+    def _prefix(self, r: Row) -> int:
+        return len(r.prompt) if r.prefix is None else r.prefix
 
-        owners = [(w, j) for w in batch for j in range(len(w.rows))]
+    def _accept(
+        self, pairs: list[tuple[Work, Row]], hidden: Tensor, touched: dict[int, Work]
+    ) -> None:
+        """Sample each row's next token from its hidden state (n, h); end finished rows."""
+        logits = self.model.logits(hidden).float()  # (n, V)
+        by_work: dict[int, list[int]] = {}
+        for i, (w, _) in enumerate(pairs):
+            by_work.setdefault(id(w), []).append(i)
+        nxt = torch.empty(len(pairs), dtype=torch.long, device=logits.device)
+        greedy = [i for i, (w, _) in enumerate(pairs) if w.temperature == 0]
+        if greedy:
+            g = torch.tensor(greedy, device=logits.device)
+            nxt[g] = logits[g, : self.vocab].argmax(dim=-1)
+        for rows in by_work.values():
+            w = pairs[rows[0]][0]
+            if w.temperature == 0:
+                continue
+            s = Sampling(temperature=w.temperature, top_k=max(w.top_k, 0), top_p=w.top_p)
+            idx = torch.tensor(rows, device=logits.device)
+            nxt[idx] = next_token(logits[idx], s, w.generator, self.vocab)
+        tokens = nxt.tolist()
+        want = [i for i, (w, _) in enumerate(pairs) if w.logprobs is not None]
+        lps: dict[int, TokenLogprob] = {}
+        for top in {pairs[i][0].logprobs for i in want}:
+            rows = [i for i in want if pairs[i][0].logprobs == top]
+            got = self._choose(logits[rows], [tokens[i] for i in rows], top or 0)
+            lps.update(zip(rows, got, strict=True))
+        for i, (w, r) in enumerate(pairs):
+            touched[id(w)] = w
+            t = tokens[i]
+            if self.eos_id is not None and t == self.eos_id:
+                r.finish, r.done = "stop", True
+                continue
+            r.new.append(t)
+            if i in lps:
+                r.new_logprobs.append(lps[i])
+            self.metrics.generated_tokens += 1
+            if r.stops and any(s in self.decode(r.new) for s in r.stops):
+                r.finish, r.done = "stop", True
+            elif len(r.new) >= r.max_tokens:
+                r.finish, r.done = "length", True
 
-        def on_step(new_ids: torch.Tensor, done: torch.Tensor) -> None:
-            for i, (w, j) in enumerate(owners):
-                if w.on_tokens is not None and not rows[i].cancelled:
-                    loop.call_soon_threadsafe(
-                        w.on_tokens, j, self._kept(new_ids[i].tolist(), rows[i])
-                    )
-
-        out = generate(
-            self.model,
-            ids.to(self.device),
-            mask.to(self.device),
-            sampling,
-            vocab_limit=self.vocab,
-            should_stop=should_stop,
-            on_step=on_step if any(w.on_tokens for w in batch) else None,
-        )
-        for i, r in enumerate(rows):
-            r.new = self._kept(out[i, width:].tolist(), r)
-
-    def _kept(self, new: list[int], r: Row) -> list[int]:
-        """A row's new ids up to its own max_tokens, ending before EOS (finish: stop)."""
-        new = new[: r.max_tokens]
-        if self.eos_id is not None and self.eos_id in new:
-            r.finish = "stop"
-            return new[: new.index(self.eos_id)]
-        return new
-
-    @torch.no_grad()
-    def logprobs(
-        self, seqs: list[list[int]], top: int
-    ) -> list[list[tuple[float | None, dict[str, float]]]]:
-        """Per sequence, per position: (log p(token | before), top alternatives); the first
-        position has no context: (None, {}). Right-padded batch; causal attention never looks
-        right, so the padding needs no mask (as `bloomforge eval` scores)."""
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-        hidden = self.model(ids.to(self.device), return_hidden=True)  # (B, T, h)
-        V = self.cfg.padded_vocab_size
-        step = max(1, LOGITS_CHUNK // V)
+    def _choose(self, logits: Tensor, chosen: list[int], top: int) -> list[TokenLogprob]:
+        """(log p(chosen), {chosen and the `top` likeliest: log p}) per row of logits (n, V)."""
+        lp = torch.log_softmax(logits.float(), dim=-1)  # over every output row, as eval
+        picked = lp.gather(1, torch.tensor(chosen, device=lp.device)[:, None]).squeeze(1)
+        k = min(top, self.vocab)
+        vals, idx = lp[:, : self.vocab].topk(k, dim=-1) if k else (lp[:, :0], lp[:, :0])
         out = []
-        for i, s in enumerate(seqs):
-            rows: list[tuple[float | None, dict[str, float]]] = [(None, {})]
-            target = torch.tensor(s[1:], device=hidden.device)
-            for a in range(0, len(s) - 1, step):
-                logits = self.model.logits(hidden[i, a : min(a + step, len(s) - 1)]).float()
-                lp = torch.log_softmax(logits, dim=-1)  # over every output row, as eval
-                chosen = lp.gather(1, target[a : a + step, None]).squeeze(1).tolist()
-                k = min(top, self.vocab)
-                vals, idx = lp[:, : self.vocab].topk(k, dim=-1) if k else (lp[:, :0], lp[:, :0])
-                for p, c, vs, ix in zip(
-                    range(a, a + len(chosen)), chosen, vals.tolist(), idx.tolist(), strict=True
-                ):
-                    alts: dict[str, float] = {}
-                    for t, v in [(s[p + 1], c), *zip(ix, vs, strict=True)]:
-                        key = self.token_text(int(t))
-                        alts[key] = max(alts.get(key, float("-inf")), v)
-                    rows.append((c, alts))
-            out.append(rows)
+        for c, p, vs, ix in zip(chosen, picked.tolist(), vals.tolist(), idx.tolist(), strict=True):
+            alts: dict[str, float] = {}
+            for t, v in [(c, p), *zip(ix, vs, strict=True)]:
+                key = self.token_text(int(t))
+                alts[key] = max(alts.get(key, float("-inf")), v)
+            out.append((p, alts))
         return out
+
+    def _position_logprobs(
+        self, hidden: Tensor, seq: list[int], top: int, prefix: int | None
+    ) -> list[TokenLogprob]:
+        """Per token of `seq`, its log-prob given those before, from the hidden states (len(seq),
+        h) of a forward over `seq`. The first token, and (prefix-LM) every token inside the
+        prefix, has none: (None, {})."""
+        first = 1
+        if self.prefix_lm:
+            first = max(1, len(seq) if prefix is None else prefix)
+        out: list[TokenLogprob] = [(None, {})] * min(first, len(seq))
+        step = max(1, LOGITS_CHUNK // self.cfg.padded_vocab_size)
+        for a in range(first - 1, len(seq) - 1, step):
+            b = min(a + step, len(seq) - 1)
+            out += self._choose(self.model.logits(hidden[a:b]), seq[a + 1 : b + 1], top)
+        return out
+
+    def _score(self, works: list[Work]) -> None:
+        """Echo log-probs of prompts (max_tokens 0): one right-padded forward."""
+        pairs = [(w, r) for w in works for r in w.rows]
+        width = max(len(r.prompt) for _, r in pairs)
+        ids = torch.full((len(pairs), width), self.pad_id, dtype=torch.long)
+        for i, (_, r) in enumerate(pairs):
+            ids[i, : len(r.prompt)] = torch.tensor(r.prompt)
+        kw = {}
+        if self.prefix_lm:  # right padding: the prefix starts at column 0
+            cols = [self._prefix(r) for _, r in pairs]
+            kw["prefix_len"] = torch.tensor(cols, dtype=torch.long, device=self.device)
+        # causal attention never looks right, so the padding needs no mask (as eval scores)
+        hidden = self.model(ids.to(self.device), return_hidden=True, **kw)  # (n, T, h)
+        self.metrics.batches += 1
+        self.metrics.prompt_tokens += sum(len(r.prompt) for _, r in pairs)
+        for i, (w, r) in enumerate(pairs):
+            h = hidden[i, : len(r.prompt)]
+            r.prompt_logprobs = self._position_logprobs(h, r.prompt, w.logprobs or 0, r.prefix)
+            r.finish, r.done = "length", True

@@ -31,6 +31,9 @@ class CompletionRequest(Strict):
     echo: bool = False
     logprobs: int | None = Field(None, ge=0)
     stream: bool = False
+    # bloomforge's extension for prefix-LM models: how many prompt tokens form the prefix
+    # (bidirectional); by default the whole prompt, as `bloomforge generate` treats it
+    prefix_len: int | None = Field(None, ge=1)
     # accepted and ignored: they change nothing here, and clients send them
     user: str | None = None
     stream_options: dict[str, Any] | None = None
