@@ -2,13 +2,18 @@
 
 In: input specs as typed on the command line, `[LANG=]PATH`, where PATH is a file, a glob or a
 folder. Files are plain text (`.txt`, one document per line), jsonl (`.jsonl`, `.json`), parquet
-(`.parquet`, read with pyarrow, one document per row) or the prepared output of `data prepare`
-(datatrove jsonl: `{"text", "id", "metadata": {"language", "source", ...}}`); text and jsonl
-optionally `.gz` or `.zst` compressed. A folder means every such file below it. Out: `Document`s
-with provenance (source, language, file, line or 1-based parquet row, the record's own id and url).
+(`.parquet`, read with pyarrow, one document per row), web archives (`.warc`: one document per
+HTML response, its main text extracted; `.wet`: one per conversion record; `bloomforge.data.warc`)
+or the prepared output of `data prepare` (datatrove jsonl: `{"text", "id", "metadata":
+{"language", "source", ...}}`); text, jsonl and web archives optionally `.gz` or `.zst`
+compressed. A folder means every such file below it. Out: `Document`s with provenance (source,
+language, file, line or 1-based parquet row or WARC record, the record's own id and url, and for
+web archives the crawl date).
 Malformed records (invalid UTF-8, bad JSON, missing or non-string text, empty text, a corrupt or
-truncated file) are counted per reason in `ReadStats`, passed to `on_skip` when given (so callers
-can set them aside), and skipped, never a crash; a missing file or a glob matching nothing is a
+truncated file; in web archives also non-response records, non-text MIME types, charset errors,
+bad HTML and empty extractions: see `bloomforge.data.warc`) are counted per reason in
+`ReadStats`, passed to `on_skip` when given (so callers can set them aside), and skipped, never
+a crash; a missing file or a glob matching nothing is a
 one-line error. With `max_bytes`, a record larger than that (a line of a text or jsonl file, the
 text of a parquet row) is skipped the same way as `too_large`, and never held in memory whole:
 one 50 MB line otherwise costs minutes and gigabytes in every step after the reader.
@@ -36,7 +41,8 @@ from bloomforge.errors import BloomforgeError
 TEXT_SUFFIXES = (".txt",)
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
-FORMATS = ("text", "jsonl", "parquet")
+WARC_SUFFIXES = (".warc", ".wet")  # .warc.wet.gz: a WET file
+FORMATS = ("text", "jsonl", "parquet", "warc", "wet")
 COMPRESSION_SUFFIXES = (".gz", ".zst")
 _LANG_CODE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z]{2,4})?$")
 
@@ -55,9 +61,10 @@ class Document:
     language: str
     source: str
     file: str
-    line: int  # 1-based line in the (decompressed) file, or 1-based parquet row
+    line: int  # 1-based line in the (decompressed) file, 1-based parquet row or WARC record
     id: str | None = None
     url: str | None = None
+    date: str | None = None  # web archives: WARC-Date, when the page was crawled
 
 
 # on_skip(reason, line, raw record, size in bytes): a skipped record, for callers that write them
@@ -111,7 +118,7 @@ def is_input_file(path: Path) -> bool:
     name = path.name
     for comp in COMPRESSION_SUFFIXES:
         name = name.removesuffix(comp)
-    return name.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES)
+    return name.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES + WARC_SUFFIXES)
 
 
 def parse_inputs(specs: Iterable[str]) -> list[InputSpec]:
@@ -138,7 +145,9 @@ def _expand(pattern: str) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and is_input_file(p))
         if not files:
-            raise BloomforgeError(f"{path}: no .txt/.jsonl(.gz/.zst)/.parquet files in this folder")
+            raise BloomforgeError(
+                f"{path}: no .txt/.jsonl/.warc/.wet(.gz/.zst)/.parquet files in this folder"
+            )
         return files
     if not path.exists():
         raise BloomforgeError(f"{path}: no such file")
@@ -158,12 +167,16 @@ def open_binary(path: Path) -> IO[bytes]:
 
 
 def format_of(path: Path) -> str:
-    """ "text", "jsonl" or "parquet" from the file name (compression suffixes ignored)."""
+    """ "text", "jsonl", "parquet", "warc" or "wet" from the name (compression suffixes ignored)."""
     name = path.name
     for comp in COMPRESSION_SUFFIXES:
         name = name.removesuffix(comp)
     if name.endswith(PARQUET_SUFFIXES):
         return "parquet"
+    if name.endswith(".wet"):
+        return "wet"
+    if name.endswith(".warc"):
+        return "warc"
     return "jsonl" if name.endswith(JSONL_SUFFIXES) else "text"
 
 
@@ -185,7 +198,7 @@ def iter_documents(
 ) -> Iterator[Document]:
     """The documents of one input file, in file order; bad records counted in `stats`.
 
-    `fmt` ("text", "jsonl", "parquet") overrides the format guessed from the file name.
+    `fmt` ("text", "jsonl", "parquet", "warc", "wet") overrides the format guessed from the name.
     `max_bytes`: records larger than this are skipped as `too_large` (None or 0: no limit).
     """
     stats = stats if stats is not None else ReadStats()
@@ -204,11 +217,15 @@ def iter_documents(
 
     if fmt == "parquet":
         records = _parquet_records(path, skip, text_key, max_bytes or None)
+    elif fmt in ("warc", "wet"):
+        records = _warc_records(path, fmt, skip, max_bytes or None)
+        text_key, id_key, url_key = "text", "id", "url"  # the keys _warc_records gives
     else:
         records = _line_records(path, fmt, skip, max_bytes or None)
     for lineno, text, record in records:
         raw = text
         language, source, doc_id, url = spec.language, name_source, None, None
+        date = record.get("date") if fmt in ("warc", "wet") and record is not None else None
         if record is not None:
             if not isinstance(record.get(text_key), str):
                 skip(f"missing text key '{text_key}'", lineno, text or _raw(record))
@@ -238,6 +255,7 @@ def iter_documents(
             line=lineno,
             id=None if doc_id is None else str(doc_id),
             url=None if url is None else str(url),
+            date=date,
         )
 
 
@@ -310,6 +328,25 @@ def _line_records(path: Path, fmt: str, skip: _Skip, max_bytes: int | None) -> _
                 yield lineno, text, record if isinstance(record, dict) else {"": record}
         except (OSError, EOFError, ValueError) as e:  # truncated gzip/zstd, corrupt stream
             skip("corrupt or truncated file", lineno + 1, f"{type(e).__name__}: {e}")
+
+
+def _warc_records(path: Path, fmt: str, skip: _Skip, max_bytes: int | None) -> _Records:
+    from bloomforge.data import warc
+
+    try:
+        # warcio reads gzip members itself (per-record .warc.gz); zstd through open_binary
+        raw = fmt == "warc" and path.suffix != ".zst"
+        stream = open(path, "rb") if raw else open_binary(path)  # noqa: SIM115
+    except OSError as e:
+        raise BloomforgeError(f"{path}: cannot open ({e.strerror or e})") from e
+    with stream:
+        if fmt == "wet":
+            records = warc.iter_wet_records(stream, path, skip, max_bytes)
+        else:
+            records = warc.iter_records(stream, path, skip, max_bytes)
+        for rec in records:
+            record = {"text": rec.text, "id": rec.record_id, "url": rec.url, "date": rec.date}
+            yield rec.number, rec.text, record
 
 
 def _parquet_records(path: Path, skip: _Skip, text_key: str, max_bytes: int | None) -> _Records:

@@ -44,7 +44,14 @@ AUTO = "auto"
 # Source names become folder names and ledger keys (no "|"); "stats" would collide with
 # datatrove's per-task `stats/` folders that `read_ledger` collects.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_FORMATS = {"auto": None, "jsonl": "jsonl", "parquet": "parquet", "txt": "text"}
+_FORMATS = {
+    "auto": None,
+    "jsonl": "jsonl",
+    "parquet": "parquet",
+    "txt": "text",
+    "warc": "warc",
+    "wet": "wet",
+}
 # Records larger than this are set aside at read time (`too_large`), before language id, PII and
 # the filters: one 50 MB record took 2 min 52 s and 2.8 GB of memory before a filter dropped it.
 # Books and long web pages stay well under it.
@@ -57,7 +64,8 @@ class SourceConfig:
 
     name: str
     paths: list[str]  # files, globs or folders (relative paths: to the config file's folder)
-    format: Literal["auto", "jsonl", "parquet", "txt"] = "auto"  # auto: from the file suffix
+    # auto: from the file suffix (.warc / .wet (.gz) are web archives)
+    format: Literal["auto", "jsonl", "parquet", "txt", "warc", "wet"] = "auto"
     text_key: str = "text"
     id_key: str = "id"
     url_key: str = "url"
@@ -254,7 +262,7 @@ def source_files(source: SourceConfig) -> list[Path]:
             if not is_input_file(path):
                 raise BloomforgeError(
                     f"source '{source.name}': {path}: cannot tell the format from the name "
-                    "(set format: jsonl, parquet or txt)"
+                    "(set format: jsonl, parquet, txt, warc or wet)"
                 )
     return files
 

@@ -1,11 +1,14 @@
 """The reader step of `data prepare`: a source's files -> datatrove Documents with provenance.
 
-In: the files of one source (txt / jsonl(.gz/.zst) / parquet), read by the house reader
-`bloomforge.data.inputs.iter_documents`; datatrove's executor gives each task its share of the
-files (`files[rank::world_size]`; `prepare` runs one task per file). Out: datatrove `Document`s,
+In: the files of one source (txt / jsonl / warc / wet (.gz/.zst) / parquet), read by the house
+reader `bloomforge.data.inputs.iter_documents`; datatrove's executor gives each task its share of
+the files (`files[rank::world_size]`; `prepare` runs one task per file). Out: datatrove `Document`s,
 id `SOURCE/FILE_INDEX/LINE` (stable whatever the number of workers), metadata `source`,
 `language` (the source's code; for `auto` the record's or file name's language, else
-"unknown"), `file`, `line` (1-based line or parquet row), `orig_id`, `url` when present.
+"unknown"), `file`, `line` (1-based line, parquet row or WARC record), `orig_id`, `url` when
+present, and `date` (WARC-Date, the crawl date) for web archives: the exact-URL dedup step reads
+`url`. Web-archive records that give no text (non-response records, non-text MIME types, charset
+errors, bad HTML, empty extractions: `bloomforge.data.warc`) are malformed records like these.
 
 Malformed records, and records over `max_doc_bytes` (`too_large`, before any costly step: one
 50 MB record otherwise takes minutes and gigabytes in language id and the filters), are counted
@@ -128,6 +131,8 @@ class SourceReader(PipelineStep):
                 meta["orig_id"] = d.id
             if d.url is not None:
                 meta["url"] = d.url
+            if d.date is not None:
+                meta["date"] = d.date
             doc = Document(text=d.text, id=f"{self.source}/{index}/{d.line}", metadata=meta)
             record(self, doc, IN)
             record(self, doc, KEPT)
