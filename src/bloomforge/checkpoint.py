@@ -209,8 +209,17 @@ def load_state(
     dtype: torch.dtype = torch.float32,
 ) -> None:
     """Copy `state` into a (meta or real) model, checking every name and shape first."""
-    expected = model.state_dict()
     check_finite(state, source)
+    check_state(model.state_dict(), state, source)
+    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.init_buffers(torch.device(device))
+
+
+def check_state(
+    expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str
+) -> None:
+    """Every name of `expected` in `state`, no other, each with the expected shape."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -222,6 +231,3 @@ def load_state(
                 f"{source}: '{name}' has shape {tuple(tensor.shape)}, "
                 f"the config needs {tuple(expected[name].shape)}"
             )
-    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
-    model.init_buffers(torch.device(device))

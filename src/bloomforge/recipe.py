@@ -20,6 +20,10 @@ from bloomforge.typed_config import bounded, load_config, save_yaml
 @dataclass
 class DataConfig:
     tokens: str | None = None  # folder of token shards (`bloomforge data tokenize`)
+    # Multitask finetuning instead: a folder of xP3 {inputs, targets} jsonl (`bloomforge mtf
+    # build`, or your own), packed as BLOOMZ was trained (bloomforge.mtf.loader); groups are
+    # its languages, weighted by `weights` or tokens^alpha.
+    mtf: str | None = None
     seq_len: int = bounded(2048, ge=1)
     # Mixing units of the loader: sources (BLOOM weighted its datasets) or languages.
     group_by: Literal["source", "language"] = "source"
@@ -73,6 +77,9 @@ class TrainConfig:
     loss_on_targets_only: bool = True
     # Megatron's --reweight-loss-based-on-position-frequency: weight position i by (T-i)/(T+1)*2.
     reweight_loss_based_on_position_frequency: bool = False
+    # Multitask finetuning (data.mtf): every sample weighs the same in the loss, whatever its
+    # target length (Megatron-DeepSpeed finetune_t0.py --norm-target-loss, tr13's "lossseq").
+    norm_target_loss: bool = False
     # wsd: warmup, constant, then a linear decay to min_lr over the last wsd_decay_tokens of
     # decay_tokens (default: its last 20%).
     wsd_decay_tokens: int | None = bounded(None, ge=0)
@@ -169,6 +176,17 @@ class Recipe:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     out: str | None = None
     seed: int = bounded(1234, ge=0)
+    # Weights to start from: a bloomforge checkpoint or run folder, or a local Hugging Face
+    # BLOOM folder. The model's shape comes from it; the optimizer and progress start fresh
+    # (tr13's --no-load-optim --reset-progress). A resumed run ignores it.
+    init: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.data.tokens and self.data.mtf:
+            raise ValueError(
+                "keys 'data.tokens' and 'data.mtf': set one (pretraining tokens or multitask "
+                "finetuning records), not both"
+            )
 
 
 def load_recipe(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Recipe:

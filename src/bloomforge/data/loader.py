@@ -123,6 +123,26 @@ def train_valid_test_split(fractions: list[float], size: int) -> list[int]:
     return [index[0], *(i - diff for i in index[1:])]
 
 
+def blend_assign(
+    weights: list[float], counts: list[int], consumed: int, n: int
+) -> tuple[list[tuple[int, int]], list[int], int]:
+    """Megatron's `BlendableDataset` assignment of the next n global samples: each goes to the
+    group furthest behind weight * samples so far (the first such group on ties, as numpy's
+    argmax). Returns (group index, k-th sample of that group) per sample, and the new counts
+    and consumed total."""
+    # Plain Python over a handful of groups: ~10x faster than numpy ops per sample.
+    counts = list(counts)
+    order = range(len(weights))
+    out = []
+    for _ in range(n):
+        target = consumed + 1
+        gi = max(order, key=lambda i: weights[i] * target - counts[i])
+        out.append((gi, counts[gi]))
+        counts[gi] += 1
+        consumed += 1
+    return out, counts, consumed
+
+
 class MixtureLoader:
     def __init__(
         self,
@@ -194,6 +214,10 @@ class MixtureLoader:
         total = sum(raw.values())
         return {g: v / total for g, v in raw.items()}
 
+    @property
+    def vocab_size(self) -> int:
+        return self.manifest.vocab_size
+
     # -- state -------------------------------------------------------------------------------
     @property
     def consumed_samples(self) -> int:
@@ -223,20 +247,10 @@ class MixtureLoader:
     # -- sampling ----------------------------------------------------------------------------
     def _assign(self, n: int) -> list[tuple[int, int]]:
         """(group index, k-th sample of that group) for the next n global samples."""
-        # Plain Python over a handful of groups: ~10x faster than numpy ops per sample.
-        weights, counts = self._w.tolist(), self._counts.tolist()
-        order = range(len(weights))
-        consumed, out = self._consumed, []
-        for _ in range(n):
-            # Megatron BlendableDataset: pick the group furthest behind weight * samples so far
-            # (the first such group on ties, as numpy's argmax).
-            target = consumed + 1
-            gi = max(order, key=lambda i: weights[i] * target - counts[i])
-            out.append((gi, counts[gi]))
-            counts[gi] += 1
-            consumed += 1
+        out, counts, self._consumed = blend_assign(
+            self._w.tolist(), self._counts.tolist(), self._consumed, n
+        )
         self._counts = np.array(counts, dtype=np.int64)
-        self._consumed = consumed
         return out
 
     def _epoch(self, gi: int, epoch: int) -> _Epoch:

@@ -47,6 +47,9 @@ class MaskSpec:
     key_valid: (B, Tk) bool, False for padding; None when nothing is padded.
     prefix_len: (B,) long, prefix-LM: key columns < prefix_len are visible to every query.
     doc_ids: (B, Tk) int, document of each column of a packed sequence; None: one document.
+    is_input: (B, Tk) bool, non-causal multitask finetuning: a query inside a sample's input sees
+        the whole input (Megatron-DeepSpeed `get_packed_attention_mask` with is_causal=False:
+        causal | is_input[q] & is_input[k], then the segment mask); None: causal inputs.
     q_pos / k_pos: (B, Tq) / (B, Tk) token positions (ALiBi distances, rotary, learned).
     """
 
@@ -57,6 +60,7 @@ class MaskSpec:
     key_valid: Tensor | None = None
     prefix_len: Tensor | None = None
     doc_ids: Tensor | None = None
+    is_input: Tensor | None = None
 
     @property
     def offset(self) -> int:
@@ -64,7 +68,12 @@ class MaskSpec:
 
     @property
     def plain_causal(self) -> bool:
-        return self.key_valid is None and self.prefix_len is None and self.doc_ids is None
+        return (
+            self.key_valid is None
+            and self.prefix_len is None
+            and self.doc_ids is None
+            and self.is_input is None
+        )
 
     def allowed(self) -> Tensor:
         """(B or 1, 1, Tq, Tk) bool: True where the query may see the key."""
@@ -74,6 +83,9 @@ class MaskSpec:
         ok = (k <= q)[None]  # (1, Tq, Tk)
         if self.prefix_len is not None:
             ok = ok | (k[None] < self.prefix_len[:, None, None])
+        if self.is_input is not None:
+            inp_q = self.is_input[:, self.offset :]
+            ok = ok | (inp_q[:, :, None] & self.is_input[:, None, :])
         if self.doc_ids is not None:
             doc_q = self.doc_ids[:, self.offset :]
             ok = ok & (doc_q[:, :, None] == self.doc_ids[:, None, :])
@@ -85,12 +97,15 @@ class MaskSpec:
     def mask_mod(self):
         """The same predicate as `allowed`, as a FlexAttention mask_mod(b, h, q_idx, kv_idx)."""
         offset, prefix, docs, valid = self.offset, self.prefix_len, self.doc_ids, self.key_valid
+        inputs = self.is_input
 
         def mod(b, h, q_idx, kv_idx):
             q_abs = q_idx + offset
             ok = kv_idx <= q_abs
             if prefix is not None:
                 ok = ok | (kv_idx < prefix[b])
+            if inputs is not None:
+                ok = ok | (inputs[b, q_abs] & inputs[b, kv_idx])
             if docs is not None:
                 ok = ok & (docs[b, q_abs] == docs[b, kv_idx])
             if valid is not None:

@@ -181,6 +181,7 @@ class BloomLM(nn.Module):
         attention_mask: Tensor | None = None,
         prefix_len: Tensor | None = None,
         doc_ids: Tensor | None = None,
+        is_input: Tensor | None = None,
         position_ids: Tensor | None = None,
         cache: KVCache | None = None,
         return_hidden: bool = False,
@@ -197,6 +198,8 @@ class BloomLM(nn.Module):
         attention_mask: (B, T_past + T), 1 for tokens, 0 for (left) padding, covering the cache.
         prefix_len: (B,) prefix-LM prefix length in columns (needs attention="prefix_lm").
         doc_ids: (B, T) document index of each token of a packed sequence (no cross-doc attention).
+        is_input: (B, T) bool, packed multitask samples: tokens of each sample's input, which
+            attend to each other bidirectionally (non-causal finetuning; needs doc_ids).
         position_ids: (B, T) explicit positions; by default they count real tokens from 0.
         """
         cfg = self.cfg
@@ -205,6 +208,10 @@ class BloomLM(nn.Module):
         spec = self._mask_spec(
             B, T, past, attention_mask, prefix_len, doc_ids, position_ids, input_ids.device
         )
+        if is_input is not None:
+            if doc_ids is None:
+                raise ValueError("is_input needs doc_ids (the samples of a packed row)")
+            spec.is_input = is_input.to(device=input_ids.device, dtype=torch.bool)
         if input_ids.is_floating_point():
             x = input_ids  # (B, T, h) from the previous pipeline stage: embedded there
         else:

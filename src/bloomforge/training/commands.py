@@ -28,16 +28,52 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="print parameters, FLOPs/token, steps and batch schedule, then exit",
     )
     p.add_argument("--json", action="store_true", help="print the summary as json")
-    p.set_defaults(func=_run_train)
+    p.set_defaults(func=_run_train, finetune=False)
+
+    f = commands.add_parser(
+        "finetune",
+        help="multitask prompted finetuning, BLOOMZ-style: init=CHECKPOINT data.mtf=XP3_FOLDER",
+    )
+    f.add_argument("recipe", help="recipe.yaml (e.g. recipes/bloomz-560m.yaml) or a run's config")
+    f.add_argument(
+        "overrides",
+        nargs="*",
+        help="key=value overrides: init=CKPT_OR_HF_DIR data.mtf=xp3/ out=runs/z ...",
+    )
+    f.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    f.add_argument("--dry-run", action="store_true", help="print the run's plan, then exit")
+    f.add_argument("--json", action="store_true", help="print the summary as json")
+    f.set_defaults(func=_run_train, finetune=True)
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from bloomforge.errors import BloomforgeError
     from bloomforge.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if args.finetune:
+        if not recipe.data.mtf:
+            raise BloomforgeError(
+                "finetune: data.mtf is not set (a folder from `bloomforge mtf build`, or your "
+                "own xP3 jsonl)"
+            )
+        if not recipe.init and not args.resume:
+            raise BloomforgeError(
+                "finetune: init is not set (the checkpoint, run folder or Hugging Face BLOOM "
+                "folder to start from)"
+            )
     if args.dry_run:
         from bloomforge.training.dry_run import describe_run, format_run
 
+        if recipe.init:  # the model's shape is the init's
+            import dataclasses
+
+            from bloomforge.training import init as init_mod
+
+            model = init_mod.init_model_config(recipe.init)
+            recipe = dataclasses.replace(
+                recipe, model=init_mod.merge_model(recipe.model, model, recipe.init)
+            )
         info = describe_run(recipe)
         print(json.dumps(info, indent=2) if args.json else format_run(info))
         return 0
@@ -89,7 +125,12 @@ def _claim_run_folder(recipe, rank: int, world_size: int) -> Iterator[None]:
                 stack.enter_context(
                     claim_output(
                         recipe.out,
-                        inputs=[recipe.data.tokens, recipe.tokenizer.path],
+                        inputs=[
+                            recipe.data.tokens,
+                            recipe.data.mtf,
+                            recipe.tokenizer.path,
+                            recipe.init,
+                        ],
                         allow_run_folder=True,
                         reenter=lambda folder: (folder / "config.yaml").is_file(),
                     )

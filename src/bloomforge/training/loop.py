@@ -38,7 +38,7 @@ from bloomforge.parallel.apply import LOW_PRECISION, parallelize
 from bloomforge.parallel.dims import ParallelDims, build_mesh
 from bloomforge.parallel.env import init_single_process_group
 from bloomforge.recipe import Recipe, save_recipe
-from bloomforge.tokenizer import find_tokenizer_file, load_tokenizer
+from bloomforge.tokenizer import check_vocab, find_tokenizer_file, load_tokenizer
 from bloomforge.training import state as ckpt
 from bloomforge.training.loss_scale import LossScaler
 from bloomforge.training.metrics import (
@@ -47,7 +47,7 @@ from bloomforge.training.metrics import (
     peak_memory_gb,
     progress_line,
 )
-from bloomforge.training.objective import LMBatch, Objective
+from bloomforge.training.objective import IGNORE, LMBatch, MTFObjective, Objective
 from bloomforge.training.optim import build_optimizer
 from bloomforge.training.schedule import BatchRampup, learning_rate, parse_skip_ranges
 
@@ -61,6 +61,8 @@ def _tokenizer_of(recipe: Recipe) -> Path:
                 f"tokenizer.path={recipe.tokenizer.path}: no tokenizer.json there"
             )
         return found
+    if recipe.data.mtf:
+        raise BloomforgeError("data.mtf: set tokenizer.path (or init=, whose tokenizer is used)")
     found = find_tokenizer_file(recipe.data.tokens)
     if found is None:
         raise BloomforgeError(
@@ -70,22 +72,47 @@ def _tokenizer_of(recipe: Recipe) -> Path:
 
 
 def prepare_recipe(recipe: Recipe) -> Recipe:
-    """Check what training needs and let the tokenizer decide the vocabulary (as Megatron does)."""
-    if not recipe.data.tokens:
-        raise BloomforgeError("data.tokens is not set (a folder from `bloomforge data tokenize`)")
-    if not Path(recipe.data.tokens).is_dir():
+    """Check what training needs and let the tokenizer decide the vocabulary (as Megatron does);
+    with `init`, the model's shape and the tokenizer come from the init."""
+    data = recipe.data
+    if not data.tokens and not data.mtf:
         raise BloomforgeError(
-            f"data.tokens={recipe.data.tokens}: no such folder (run `bloomforge data tokenize`)"
+            "data.tokens is not set (a folder from `bloomforge data tokenize`; or data.mtf, "
+            "a folder from `bloomforge mtf build`, to finetune)"
         )
+    if data.tokens and not Path(data.tokens).is_dir():
+        raise BloomforgeError(
+            f"data.tokens={data.tokens}: no such folder (run `bloomforge data tokenize`)"
+        )
+    if data.mtf and not Path(data.mtf).exists():
+        raise BloomforgeError(f"data.mtf={data.mtf}: no such folder (run `bloomforge mtf build`)")
     if not recipe.out:
         raise BloomforgeError("out is not set (the run folder), e.g. out=runs/t1")
     if Path(recipe.out).exists() and not Path(recipe.out).is_dir():
         raise BloomforgeError(f"out={recipe.out}: is a file, not a run folder")
-    n_vocab = load_tokenizer(_tokenizer_of(recipe)).get_vocab_size()
-    model = dataclasses.replace(recipe.model, vocab_size=n_vocab)
     train = recipe.train
     if train.max_tokens is None:
         train = dataclasses.replace(train, max_tokens=train.decay_tokens)
+    if recipe.init:
+        from bloomforge.training import init as init_mod
+
+        model = init_mod.merge_model(
+            recipe.model, init_mod.init_model_config(recipe.init), recipe.init
+        )
+        tokenizer = recipe.tokenizer
+        if not tokenizer.path:
+            found = init_mod.init_tokenizer(recipe.init)
+            if found is None:
+                raise BloomforgeError(
+                    f"init={recipe.init} has no tokenizer.json: set tokenizer.path"
+                )
+            tokenizer = dataclasses.replace(tokenizer, path=str(found))
+        recipe = dataclasses.replace(recipe, model=model, tokenizer=tokenizer, train=train)
+        file = _tokenizer_of(recipe)
+        check_vocab(load_tokenizer(file), model, file)
+        return recipe
+    n_vocab = load_tokenizer(_tokenizer_of(recipe)).get_vocab_size()
+    model = dataclasses.replace(recipe.model, vocab_size=n_vocab)
     return dataclasses.replace(recipe, model=model, train=train)
 
 
@@ -112,12 +139,19 @@ class Trainer:
         self.dp_rank = self.mesh["dp"].get_local_rank() if self.mesh is not None else 0
         self.seq_len = recipe.data.seq_len
         _check_supported(recipe, self.device)
-        self.objective = Objective(
-            prefix_lm=recipe.model.attention == "prefix_lm",
-            seed=recipe.seed,
-            loss_on_targets_only=cfg.loss_on_targets_only,
-            reweight_by_position=cfg.reweight_loss_based_on_position_frequency,
-        )
+        self.mtf = recipe.data.mtf is not None
+        if self.mtf:
+            self.objective = MTFObjective(
+                non_causal=recipe.model.attention == "prefix_lm",
+                norm_target_loss=cfg.norm_target_loss,
+            )
+        else:
+            self.objective = Objective(
+                prefix_lm=recipe.model.attention == "prefix_lm",
+                seed=recipe.seed,
+                loss_on_targets_only=cfg.loss_on_targets_only,
+                reweight_by_position=cfg.reweight_loss_based_on_position_frequency,
+            )
         if self.seq_len > recipe.model.max_seq_len and recipe.model.position in ("learned",):
             raise BloomforgeError(
                 f"data.seq_len {self.seq_len} > model.max_seq_len {recipe.model.max_seq_len}"
@@ -128,18 +162,10 @@ class Trainer:
         self.skip_ranges = parse_skip_ranges(cfg.skip_ranges)
         self.total_steps, _ = self.rampup.plan(self.seq_len, cfg.max_tokens)
         self.tokenizer_file = _tokenizer_of(recipe)
-        self.loader = MixtureLoader(
-            recipe.data.tokens,
-            self.seq_len,
-            seed=recipe.seed,
-            group_by=recipe.data.group_by,
-            weights=recipe.data.weights,
-            alpha=recipe.data.alpha,
-            valid_fraction=recipe.data.valid_fraction,
-        )
-        if self.loader.manifest.vocab_size > recipe.model.padded_vocab_size:
+        self.loader = self._build_loader()
+        if self.loader.vocab_size > recipe.model.padded_vocab_size:
             raise BloomforgeError(
-                f"token folder vocabulary {self.loader.manifest.vocab_size} exceeds the "
+                f"token folder vocabulary {self.loader.vocab_size} exceeds the "
                 f"model's {recipe.model.padded_vocab_size}"
             )
         # Counters; all restored at resume.
@@ -182,6 +208,10 @@ class Trainer:
             from bloomforge.parallel.pipeline import tied_embedding_group
 
             self._tied_group = tied_embedding_group(self.mesh)
+        if self.resumed_from is None and recipe.init:
+            from bloomforge.training.init import load_init_weights
+
+            load_init_weights(self.parts, recipe.model, recipe.init)
         if self.resumed_from is not None:
             from bloomforge.parallel.checkpoint import load_into
 
@@ -208,6 +238,31 @@ class Trainer:
         self._last_saved: Path | None = None
 
     # -- set-up -------------------------------------------------------------------------------
+    def _build_loader(self):
+        recipe = self.recipe
+        data = recipe.data
+        if self.mtf:
+            from bloomforge.mtf.loader import MTFLoader
+
+            return MTFLoader(
+                data.mtf,
+                load_tokenizer(self.tokenizer_file),
+                self.seq_len,
+                seed=recipe.seed,
+                weights=data.weights,
+                alpha=data.alpha,
+                valid_fraction=data.valid_fraction,
+            )
+        return MixtureLoader(
+            data.tokens,
+            self.seq_len,
+            seed=recipe.seed,
+            group_by=data.group_by,
+            weights=data.weights,
+            alpha=data.alpha,
+            valid_fraction=data.valid_fraction,
+        )
+
     def _load_trainer_state(self, state: dict[str, Any]) -> None:
         self.step, self.samples = state["step"], state["samples"]
         self.consecutive_skips = state.get("consecutive_skips", 0)
@@ -343,6 +398,8 @@ class Trainer:
             wsd_decay_tokens=self.cfg.wsd_decay_tokens,
         )
         metrics: dict[str, Any] = {"lr": lr, "batch_size": bs, "loss": None, "grad_norm": None}
+        if self.mtf:  # share of this rank's row tokens that are samples, not padding
+            metrics["packing"] = batch.real_tokens / batch.tokens.numel()
         reason = None
         if self._in_skip_range(self.step):
             reason = "train.skip_ranges"
@@ -418,7 +475,10 @@ class Trainer:
                         dist.all_reduce(loss, group=self.mesh["pp"].get_group())
                     n = batch[:, 1:].numel()
                 else:
-                    loss, n = self._loss(self.objective.batch(batch, ids, stream=1))
+                    lm = self.objective.batch(batch, ids, stream=1)
+                    loss, n = self._loss(lm)
+                    if self.mtf:  # rows hold different numbers of targets: weigh by them
+                        n = int((lm.targets != IGNORE).sum())
                 total += loss.double().cpu() * n
                 count += n
             if count:
@@ -624,6 +684,11 @@ def _check_supported(recipe: Recipe, device: torch.device) -> None:
         raise BloomforgeError(
             "model.attn_impl=flex does not support model.attention_dropout > 0; "
             "use model.attn_impl=sdpa"
+        )
+    if recipe.parallel.pp > 1 and recipe.data.mtf:
+        raise BloomforgeError(
+            "data.mtf (multitask finetuning) is not supported with parallel.pp > 1 "
+            "(pipeline stages take only the inputs); use data and tensor parallelism"
         )
     if recipe.parallel.pp > 1 and (
         model.attention == "prefix_lm" or train.reweight_loss_based_on_position_frequency

@@ -41,14 +41,15 @@ class LMBatch:
     targets: Tensor  # (B, T), IGNORE where a target does not count
     prefix_len: Tensor | None = None  # (B,) prefix-LM: columns visible to every query
     loss_weights: Tensor | None = None  # (B, T) weights of the counted targets
+    doc_ids: Tensor | None = None  # (B, T) packed samples: attention stays inside a sample
+    is_input: Tensor | None = None  # (B, T) non-causal MTF: a sample's input sees all of itself
+    position_ids: Tensor | None = None  # (B, T) learned positions restart in every sample
 
     def to(self, device: torch.device) -> LMBatch:
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return LMBatch(
-            move(self.inputs), move(self.targets), move(self.prefix_len), move(self.loss_weights)
-        )
+        return LMBatch(*(move(t) for t in self._fields()))
 
     def split(self, size: int) -> list[LMBatch]:
         """Micro-batches of `size` rows."""
@@ -57,15 +58,23 @@ class LMBatch:
         return [LMBatch(*(p[i] if p is not None else None for p in parts)) for i in range(n)]
 
     def _fields(self) -> tuple[Tensor | None, ...]:
-        return self.inputs, self.targets, self.prefix_len, self.loss_weights
+        return (
+            self.inputs,
+            self.targets,
+            self.prefix_len,
+            self.loss_weights,
+            self.doc_ids,
+            self.is_input,
+            self.position_ids,
+        )
 
     def forward_kwargs(self) -> dict[str, Tensor]:
         """What the model's forward takes besides the inputs."""
         kw = {"targets": self.targets}
-        if self.prefix_len is not None:
-            kw["prefix_len"] = self.prefix_len
-        if self.loss_weights is not None:
-            kw["loss_weights"] = self.loss_weights
+        for name in ("prefix_len", "loss_weights", "doc_ids", "is_input", "position_ids"):
+            value = getattr(self, name)
+            if value is not None:
+                kw[name] = value
         return kw
 
 
@@ -111,3 +120,57 @@ class Objective:
             w = torch.arange(T, 0, -1, dtype=torch.float32) / (T + 1) * 2
             weights = w[None, :].expand(B, T).contiguous()
         return LMBatch(inputs, targets, prefix, weights)
+
+
+@dataclass(frozen=True)
+class MTFObjective:
+    """Packed multitask rows (bloomforge.mtf.loader.PackedRows) -> an LMBatch, as Megatron-
+    DeepSpeed's `finetune_t0.py` `get_batch` (the tr13 runs that made BLOOMZ) builds one:
+
+    - targets count only where the label is a target token of a sample (`~decoder_is_inputs[:,
+      1:]`) and not padding: no loss on the inputs, nor on a sample's last token predicting
+      the next sample's first;
+    - attention stays inside each sample (`get_packed_attention_mask`'s segment mask, ALiBi
+      unchanged); with `non_causal` a sample's input tokens also see each other both ways
+      (is_causal=False, the non-causal decoder of finetune_t0_non_causal_decoder.py);
+    - positions restart at 0 in every sample (finetune_t0.py does so for absolute position
+      embeddings; for ALiBi and rotary it changes nothing, distances inside a sample are kept);
+    - `norm_target_loss` (tr13's "lossseq" runs, `--norm-target-loss`, `fast_normalize`): each
+      target token weighs 1 / (its sample's target length), so the micro-batch loss
+      sum(w CE) / sum(w) is the mean over samples of each sample's mean target loss.
+    """
+
+    non_causal: bool = False
+    norm_target_loss: bool = False
+
+    def batch(self, rows, sample_ids: Sequence[int] = (), stream: int = 0) -> LMBatch:
+        tokens, segments, is_input = rows.tokens, rows.segment_ids, rows.is_input
+        inputs, labels = tokens[:, :-1], tokens[:, 1:]
+        doc = segments[:, :-1]
+        label_doc = segments[:, 1:]
+        counted = ~is_input[:, 1:] & (label_doc != 0)
+        targets = labels.masked_fill(~counted, IGNORE)
+        weights = None
+        if self.norm_target_loss:
+            n_docs = int(label_doc.max()) + 1
+            per_doc = torch.zeros(labels.shape[0], n_docs, dtype=torch.float32)
+            per_doc.scatter_add_(1, label_doc, counted.float())
+            weights = counted.float() / per_doc.gather(1, label_doc).clamp(min=1.0)
+        return LMBatch(
+            inputs,
+            targets,
+            loss_weights=weights,
+            doc_ids=doc,
+            is_input=is_input[:, :-1] if self.non_causal else None,
+            position_ids=segment_positions(doc),
+        )
+
+
+def segment_positions(doc_ids: Tensor) -> Tensor:
+    """(B, T) positions counted from 0 at the start of every run of equal doc ids."""
+    B, T = doc_ids.shape
+    cols = torch.arange(T).expand(B, T)
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    first = torch.where(starts, cols, torch.zeros_like(cols)).cummax(dim=1).values
+    return cols - first
