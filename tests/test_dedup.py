@@ -286,6 +286,7 @@ def test_every_method_off_copies_input(planted, tmp_path):
 
 def test_config_rejects_a_search_that_cannot_work():
     with pytest.raises(BloomforgeError, match="simhash_max_distance"):
-        DedupConfig(simhash_max_distance=6, simhash_blocks=6)  # no exact block pair left
+        # no exact block pair left
+        DedupConfig(preset="roots", simhash_max_distance=6, simhash_blocks=6)
     with pytest.raises(BloomforgeError, match="template_min_count"):
         DedupConfig(template_min_count=0)
