@@ -153,9 +153,10 @@ class MTFObjective:
         weights = None
         if self.norm_target_loss:
             n_docs = int(label_doc.max()) + 1
-            per_doc = torch.zeros(labels.shape[0], n_docs, dtype=torch.float32)
-            per_doc.scatter_add_(1, label_doc, counted.float())
-            weights = counted.float() / per_doc.gather(1, label_doc).clamp(min=1.0)
+            # float64 here; the loss casts to its own precision (1/3 stays 1/3 in a float64 check)
+            per_doc = torch.zeros(labels.shape[0], n_docs, dtype=torch.float64)
+            per_doc.scatter_add_(1, label_doc, counted.double())
+            weights = counted.double() / per_doc.gather(1, label_doc).clamp(min=1.0)
         return LMBatch(
             inputs,
             targets,
