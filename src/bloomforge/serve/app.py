@@ -44,22 +44,7 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
 
     app = FastAPI(title="bloomforge serve", lifespan=lifespan, docs_url=None, redoc_url=None)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
-        t0 = time.perf_counter()
-        path = request.url.path
-        try:
-            auth = request.headers.get("authorization", "")
-            if api_key and path not in OPEN_PATHS and auth != f"Bearer {api_key}":
-                raise APIError(401, "invalid or missing API key", None, "authentication_error")
-            response = await call_next(request)
-        except APIError as e:
-            response = JSONResponse(e.body(), status_code=e.status)
-        known = path in {r.path for r in app.routes}  # type: ignore[attr-defined]
-        engine.metrics.observe(
-            path if known else "other", response.status_code, time.perf_counter() - t0
-        )
-        return response
+    app.add_middleware(Guard, engine=engine, api_key=api_key, paths=lambda: app.routes)
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, e: APIError) -> JSONResponse:
@@ -141,6 +126,40 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         return _response(engine, work, req, prompts, rid, created)
 
     return app
+
+
+class Guard:
+    """ASGI middleware: the API key, then the request's route, status and seconds into the
+    metrics. Plain ASGI (not Starlette's BaseHTTPMiddleware) so that a route still sees its
+    client disconnect (`Request.is_disconnected`)."""
+
+    def __init__(self, app: Any, engine: Engine, api_key: str | None, paths: Any) -> None:
+        self.app, self.engine, self.api_key, self.paths = app, engine, api_key, paths
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0, path, status = time.perf_counter(), scope["path"], [500]
+
+        async def send_status(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            headers = dict(scope.get("headers") or [])
+            auth = headers.get(b"authorization", b"").decode("latin-1")
+            if self.api_key and path not in OPEN_PATHS and auth != f"Bearer {self.api_key}":
+                e = APIError(401, "invalid or missing API key", None, "authentication_error")
+                await JSONResponse(e.body(), status_code=401)(scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+        finally:
+            known = path in {r.path for r in self.paths()}
+            self.engine.metrics.observe(
+                path if known else "other", status[0], time.perf_counter() - t0
+            )
 
 
 async def _parse(request: Request, model: type[BaseModel]) -> Any:
@@ -283,24 +302,33 @@ def _choice(
     if work.logprobs is not None:
         lps = (row.prompt_logprobs or [] if req.echo else []) + row.new_logprobs
         ids = (prompt if req.echo else []) + row.new
-        choice["logprobs"], _ = _logprob_block(engine, ids, lps, 0)
+        choice["logprobs"], _ = _logprob_block(engine, req, ids, lps, 0)
     return choice
 
 
 def _logprob_block(
-    engine: Engine, ids: list[int], lps: list[TokenLogprob], offset: int
+    engine: Engine, req: CompletionRequest, ids: list[int], lps: list[TokenLogprob], offset: int
 ) -> tuple[dict[str, Any], int]:
     """OpenAI's `logprobs` object for tokens `ids` whose text starts at `offset`; the offset
-    after them."""
-    tokens = [engine.token_text(t) for t in ids]
+    after them. Offsets count the tokens' texts (as `tokens` names them)."""
+
+    def name(t: int) -> str:
+        return f"token_id:{t}" if req.return_tokens_as_token_ids else engine.token_text(t)
+
     offsets = []
-    for t in tokens:
+    for t in ids:
         offsets.append(offset)
-        offset += len(t)
+        offset += len(engine.token_text(t))
+    tops: list[dict[str, float] | None] = []
+    for _, alts in lps:
+        named: dict[str, float] = {}
+        for t, v in alts.items():  # two ids may decode alike: keep the likelier
+            named[name(t)] = max(named.get(name(t), float("-inf")), v)
+        tops.append(named or None)
     block = {
-        "tokens": tokens,
+        "tokens": [name(t) for t in ids],
         "token_logprobs": [lp for lp, _ in lps],
-        "top_logprobs": [alts or None for _, alts in lps],
+        "top_logprobs": tops,
         "text_offset": offsets,
     }
     return block, offset
@@ -378,7 +406,7 @@ def _stream(
                 p = owners[j]
                 block = None
                 if want:
-                    block, offset[j] = _logprob_block(engine, p, row.prompt_logprobs or [], 0)
+                    block, offset[j] = _logprob_block(engine, req, p, row.prompt_logprobs or [], 0)
                 out.append(chunk(j, engine.decode(p), None, block))
         k0 = sent_tokens[j]
         if done:
@@ -400,7 +428,7 @@ def _stream(
             text, sent[j] = whole[len(sent[j]) :], whole
         block = None
         if want:
-            block, offset[j] = _logprob_block(engine, new[k0:k], lps[k0:k], offset[j])
+            block, offset[j] = _logprob_block(engine, req, new[k0:k], lps[k0:k], offset[j])
         sent_tokens[j] = k
         if done or text or want:
             out.append(chunk(j, text, row.finish if done else None, block))

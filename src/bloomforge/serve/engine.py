@@ -39,8 +39,9 @@ from bloomforge.serve.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# One position's log-probs: (log p(token | before) or None, top alternatives by name).
-TokenLogprob = tuple[float | None, dict[str, float]]
+# One position's log-probs: (log p(token | before) or None, {token id: log p} of the chosen
+# token and the top alternatives).
+TokenLogprob = tuple[float | None, dict[int, float]]
 
 
 @dataclass
@@ -238,7 +239,7 @@ class Engine:
         if self.running:
             hidden = self.batch.step()
             self.metrics.batches += 1
-            self._accept(self.running, hidden, touched)
+            self.batch.last = self._accept(self.running, hidden, touched)
             self._keep([i for i, (_, r) in enumerate(self.running) if not r.done])
         # 3. waiting requests join: scoring at once, generation through a prefill
         scoring = [w for w in joining if w.scoring]
@@ -313,8 +314,9 @@ class Engine:
 
     def _accept(
         self, pairs: list[tuple[Work, Row]], hidden: Tensor, touched: dict[int, Work]
-    ) -> None:
-        """Sample each row's next token from its hidden state (n, h); end finished rows."""
+    ) -> Tensor:
+        """Sample each row's next token (returned, (n,)) from its hidden state (n, h); end
+        finished rows."""
         logits = self.model.logits(hidden).float()  # (n, V)
         by_work: dict[int, list[int]] = {}
         for i, (w, _) in enumerate(pairs):
@@ -352,6 +354,7 @@ class Engine:
                 r.finish, r.done = "stop", True
             elif len(r.new) >= r.max_tokens:
                 r.finish, r.done = "length", True
+        return nxt
 
     def _choose(self, logits: Tensor, chosen: list[int], top: int) -> list[TokenLogprob]:
         """(log p(chosen), {chosen and the `top` likeliest: log p}) per row of logits (n, V)."""
@@ -361,11 +364,7 @@ class Engine:
         vals, idx = lp[:, : self.vocab].topk(k, dim=-1) if k else (lp[:, :0], lp[:, :0])
         out = []
         for c, p, vs, ix in zip(chosen, picked.tolist(), vals.tolist(), idx.tolist(), strict=True):
-            alts: dict[str, float] = {}
-            for t, v in [(c, p), *zip(ix, vs, strict=True)]:
-                key = self.token_text(int(t))
-                alts[key] = max(alts.get(key, float("-inf")), v)
-            out.append((p, alts))
+            out.append((p, {c: p, **dict(zip(ix, vs, strict=True))}))
         return out
 
     def _position_logprobs(

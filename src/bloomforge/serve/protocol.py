@@ -34,6 +34,8 @@ class CompletionRequest(Strict):
     # bloomforge's extension for prefix-LM models: how many prompt tokens form the prefix
     # (bidirectional); by default the whole prompt, as `bloomforge generate` treats it
     prefix_len: int | None = Field(None, ge=1)
+    # vLLM's extension: name tokens "token_id:ID" in `logprobs` (text can be ambiguous)
+    return_tokens_as_token_ids: bool = False
     # accepted and ignored: they change nothing here, and clients send them
     user: str | None = None
     stream_options: dict[str, Any] | None = None
