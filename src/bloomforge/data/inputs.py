@@ -343,7 +343,8 @@ def _warc_records(path: Path, fmt: str, skip: _Skip, max_bytes: int | None) -> _
         if fmt == "wet":
             records = warc.iter_wet_records(stream, path, skip, max_bytes)
         else:
-            records = warc.iter_records(stream, path, skip, max_bytes)
+            size = path.stat().st_size if raw else None
+            records = warc.iter_records(stream, path, skip, max_bytes, size)
         for rec in records:
             record = {"text": rec.text, "id": rec.record_id, "url": rec.url, "date": rec.date}
             yield rec.number, rec.text, record

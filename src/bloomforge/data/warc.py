@@ -66,29 +66,43 @@ class WebRecord:
 
 
 def iter_records(
-    stream, path: Path, skip: Skip, max_bytes: int | None = None
+    stream, path: Path, skip: Skip, max_bytes: int | None = None, size: int | None = None
 ) -> Iterator[WebRecord]:
-    """The text records of one WARC/WET stream (gzip members are read by warcio itself)."""
+    """The text records of one WARC stream (gzip members are read by warcio itself); `size`:
+    the stream's length in bytes, to tell a file cut short (warcio stops there silently)."""
     number = 0
     try:
-        for number, rec in enumerate(ArchiveIterator(stream), start=1):
+        records = ArchiveIterator(stream)
+        for number, rec in enumerate(records, start=1):
             out = _record(rec, number, skip, max_bytes)
+            if out is _TRUNCATED:  # warcio hands a cut last record over as if it were whole
+                skip(CORRUPT, number, f"{path}: record {number} ends early"[:HEAD_CHARS], 0)
+                return
             if out is not None:
                 yield out
+        if size is not None and records.offset < size:  # a gzip member cut in its headers
+            skip(CORRUPT, number + 1, f"{path}: unreadable after byte {records.offset}", 0)
     except (ArchiveLoadFailed, OSError, EOFError, ValueError, zlib.error) as e:
         skip(CORRUPT, number + 1, f"{path}: {type(e).__name__}: {e}"[:HEAD_CHARS], 0)
 
 
-def _record(rec, number: int, skip: Skip, max_bytes: int | None) -> WebRecord | None:
+_TRUNCATED = object()
+
+
+def _record(rec, number: int, skip: Skip, max_bytes: int | None) -> WebRecord | object | None:
     headers = rec.rec_headers
     rec_type = rec.rec_type
     if rec_type not in ("response", "resource", "conversion"):
+        if _cut(rec):
+            return _TRUNCATED
         skip(NOT_RESPONSE, number, _head(rec, b""), _length(rec))
         return None
     content_type = headers.get_header("WARC-Identified-Payload-Type")
     if rec_type == "response" and rec.http_headers is not None:
         status = rec.http_headers.get_statuscode() or ""
         if not status.startswith("2"):
+            if _cut(rec):
+                return _TRUNCATED
             skip(HTTP_STATUS, number, _head(rec, b""), _length(rec))
             return None
         declared = rec.http_headers.get_header("Content-Type")
@@ -98,9 +112,11 @@ def _record(rec, number: int, skip: Skip, max_bytes: int | None) -> WebRecord | 
     mime = (content_type or "").split(";")[0].strip().lower() or mime
     content = rec.content_stream()  # HTTP chunking and Content-Encoding undone by warcio
     payload = content.read() if max_bytes is None else content.read(max_bytes + 1)
+    rest = sum(len(c) for c in iter(lambda: content.read(1 << 20), b"")) if max_bytes else 0
+    if _cut(rec):
+        return _TRUNCATED
     if max_bytes is not None and len(payload) > max_bytes:
-        size = len(payload) + sum(len(c) for c in iter(lambda: content.read(1 << 20), b""))
-        skip(TOO_LARGE, number, _head(rec, payload), size)
+        skip(TOO_LARGE, number, _head(rec, payload), len(payload) + rest)
         return None
     if rec_type == "conversion":
         mime = mime or "text/plain"
@@ -182,7 +198,7 @@ def _wet_record(
         if sep:
             headers.setdefault(key.strip().lower(), value.strip())
     payload = b"".join(body)
-    head = ("WARC/1.0\n" + raw_headers + "\n" + payload[:HEAD_CHARS].decode("utf-8", "replace"))
+    head = "WARC/1.0\n" + raw_headers + "\n" + payload[:HEAD_CHARS].decode("utf-8", "replace")
     head = head[:HEAD_CHARS]
     if headers.get("warc-type") != "conversion":
         skip(NOT_RESPONSE, number, head, size)
@@ -210,6 +226,14 @@ def _wet_record(
         date=headers.get("warc-date"),
         record_id=headers.get("warc-record-id"),
     )
+
+
+def _cut(rec) -> bool:
+    """Reads the rest of the record's block; True when the file ends before its Content-Length."""
+    raw = rec.raw_stream
+    while raw.read(1 << 20):
+        pass
+    return getattr(raw, "limit", 0) > 0
 
 
 def _extract(html: str) -> str:
