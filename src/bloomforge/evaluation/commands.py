@@ -24,6 +24,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="comma-separated: xcopa,copa,hellaswag,lambada,winogrande or names from --task-file",
     )
     p.add_argument("--task-file", action="append", default=[], help="task YAML (repeatable)")
+    p.add_argument(
+        "--prompts",
+        action="append",
+        default=[],
+        metavar="TEMPLATES",
+        help="promptsource templates (file or folder, repeatable): score --tasks under every "
+        "prompt and report each prompt's accuracy and the median over prompts (BLOOMZ-style)",
+    )
     p.add_argument("--data", default=None, help="folder holding the task files (eval data)")
     p.add_argument("--limit", type=int, default=None, help="first N examples per task/language")
     p.add_argument(
@@ -92,6 +100,13 @@ def run(args: argparse.Namespace) -> int:
         batch_size = int(batch_size)
     if args.limit is not None and args.limit < 1:
         raise BloomforgeError("--limit must be >= 1")
+    prompts = None
+    if args.prompts:
+        from bloomforge.mtf.rank_eval import load_prompts
+
+        if not specs:
+            raise BloomforgeError("--prompts needs --tasks (the records to render)")
+        prompts = load_prompts(args.prompts)
 
     device = resolve_device(args.device, "--device")
     texts = read_perplexity_texts(args.perplexity) if args.perplexity else None
@@ -113,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint": str(Path(args.ckpt).resolve()),
         "config": {
             "tasks": names,
+            "prompts": args.prompts,
             "data": args.data,
             "limit": args.limit,
             "batch_size": args.batch_size,
@@ -124,7 +140,14 @@ def run(args: argparse.Namespace) -> int:
         },
     }
     with Progress(transient=True) as bar:
-        if specs:
+        if specs and prompts is not None:
+            from bloomforge.mtf.rank_eval import run_prompted
+
+            job = bar.add_task("scoring prompted tasks", total=None)
+            results["prompted"] = run_prompted(
+                scorer, specs, Path(args.data), prompts, args.limit, lambda n: bar.advance(job, n)
+            )
+        elif specs:
             data = Path(args.data)
             job = bar.add_task("scoring tasks", total=count_requests(specs, data, args.limit))
             results["tasks"] = run_tasks(
@@ -134,7 +157,12 @@ def run(args: argparse.Namespace) -> int:
             job = bar.add_task("perplexity windows", total=None)
             results["perplexity"] = run_perplexity(scorer, texts, lambda n: bar.advance(job, n))
     results["seconds"] = round(time.perf_counter() - t0, 2)
-    print(format_table(results))
+    if "prompted" in results:
+        from bloomforge.mtf.rank_eval import format_prompted
+
+        print(format_prompted(results["prompted"]))
+    if "tasks" in results or "perplexity" in results:
+        print(format_table(results))
     print(f"({results['seconds']} s)")
     if args.out:
         out = Path(args.out)

@@ -128,6 +128,11 @@ def _render(template: str, fields: dict[str, Any], where: str) -> str:
         raise BloomforgeError(f"{where}: record has no field {e} used by the template") from e
 
 
+def read_records(path: Path, limit: int | None = None) -> Iterator[tuple[dict[str, Any], str]]:
+    """A task file's JSON records (the first `limit`), each with its `file:line`."""
+    return _records(path, limit)
+
+
 def _records(path: Path, limit: int | None) -> Iterator[tuple[dict[str, Any], str]]:
     from bloomforge.data.inputs import open_binary
 
