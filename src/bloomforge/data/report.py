@@ -2,8 +2,13 @@
 
 In: PREPARED/stats.json (written by `data prepare`). Out: PREPARED/report.html (self-contained:
 the PNGs are embedded as base64, so it opens offline and can be mailed), and PREPARED/report/
-with the same PNGs, a copy of stats.json and DATA_CARD.md (`data_card_markdown`, also used by
-the end-to-end run report). Figures, drawn with matplotlib's Agg canvas:
+with the same PNGs, a copy of stats.json and DATA_CARD.md.
+
+The data card is one list of sections (`card_sections`: summary with dates, sources, languages,
+per-filter removal per language, dedup and PII per language, malformed records, steps not
+applied) rendered as markdown (`data_card_markdown`) or HTML (`data_card_html`, long tables in
+`<details>`); `bloomforge run`'s report.html and DATA_CARD.md use the same two functions. Tables
+and numbers go through `bloomforge.tables`. Figures, drawn with matplotlib's Agg canvas:
 - the ROOTS paper's table and figure: % of documents and bytes removed per language;
 - % of the documents reaching each filter that it discarded, per language (the ledger's per-step
   numbers: filters run in sequence, so a filter's share is of what the earlier ones kept);
@@ -16,12 +21,15 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bloomforge.atomic import atomic_directory
+from bloomforge.data.pii import PIIRedactor
 from bloomforge.data.prepare.stats import (
     alone_table,
     language_table,
@@ -29,6 +37,7 @@ from bloomforge.data.prepare.stats import (
     write_json_atomic,
 )
 from bloomforge.errors import BloomforgeError
+from bloomforge.tables import details, html_table, md_table, when
 
 FIGURE_LANGUAGES = 20
 
@@ -71,17 +80,28 @@ def _top_languages(stats: dict, n: int = FIGURE_LANGUAGES) -> set[str]:
     return set(sorted(docs, key=lambda lang: (-docs[lang], lang))[:n])
 
 
-def _save(fig: Any, folder: Path, name: str) -> str:
+FIGURE_TITLES = {  # title -> file name, in page order
+    "Removed per language": "removed_by_language.png",
+    "Discarded by each filter alone, per language (ROOTS figure)": "discarded_by_filter_alone.png",
+    "Discarded by each filter in turn, per language": "discarded_by_filter.png",
+    "Removed by deduplication, per language": "dedup_rates.png",
+    "Shares of the final corpus": "shares.png",
+    "PII redacted": "pii.png",
+}
+
+
+def _save(fig: Any, out: dict[str, bytes], name: str) -> None:
     fig.tight_layout()
-    fig.savefig(folder / name, dpi=110)
-    return name
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    out[name] = buf.getvalue()
 
 
-def _figures(stats: dict, folder: Path) -> list[tuple[str, str]]:
-    """Draw every figure that has data; returns (title, file name) pairs."""
+def figures(stats: dict) -> dict[str, bytes]:
+    """Draw every figure that has data: {file name: PNG bytes} (names in FIGURE_TITLES)."""
     from matplotlib.figure import Figure  # Agg canvas: no display, no global pyplot state
 
-    out: list[tuple[str, str]] = []
+    out: dict[str, bytes] = {}
     table = language_table(stats)
     if table:
         langs = [r["language"] for r in table]
@@ -97,7 +117,7 @@ def _figures(stats: dict, folder: Path) -> list[tuple[str, str]]:
             "% removed",
         )
         ax.set_title("Removed by filtering and deduplication, per language", fontsize=11)
-        out.append(("Removed per language", _save(fig, folder, "removed_by_language.png")))
+        _save(fig, out, "removed_by_language.png")
 
     top = _top_languages(stats)
     alone = alone_table(stats)
@@ -109,7 +129,7 @@ def _figures(stats: dict, folder: Path) -> list[tuple[str, str]]:
         _bars(ax, langs, series, "% of documents", legend=True)
         title = "Discarded by each filter alone, per language (ROOTS figure)"
         ax.set_title(title, fontsize=11)
-        out.append((title, _save(fig, folder, "discarded_by_filter_alone.png")))
+        _save(fig, out, "discarded_by_filter_alone.png")
 
     for group, title, name in (
         ("filter", "Discarded by each filter in turn, per language", "discarded_by_filter.png"),
@@ -125,7 +145,7 @@ def _figures(stats: dict, folder: Path) -> list[tuple[str, str]]:
         series = {s: [v.get(lang, 0.0) for lang in langs] for s, v in steps.items()}
         _bars(ax, langs, series, "% of documents reaching the step", legend=True)
         ax.set_title(title, fontsize=11)
-        out.append((title, _save(fig, folder, name)))
+        _save(fig, out, name)
 
     final = stats.get("final", {})
     if final:
@@ -164,7 +184,7 @@ def _figures(stats: dict, folder: Path) -> list[tuple[str, str]]:
             ax.set_xlabel("% of the final corpus")
             ax.set_title(f"Share per {what}")
             ax.legend(fontsize=8)
-        out.append(("Shares of the final corpus", _save(fig, folder, "shares.png")))
+        _save(fig, out, "shares.png")
 
     pii = _pii_by_language(stats)
     if pii:
@@ -174,7 +194,7 @@ def _figures(stats: dict, folder: Path) -> list[tuple[str, str]]:
         ax = fig.subplots()
         _bars(ax, langs, {t: [pii[lang].get(t, 0) for lang in langs] for t in types}, "spans")
         ax.set_title("PII spans redacted, per language and type")
-        out.append(("PII redacted", _save(fig, folder, "pii.png")))
+        _save(fig, out, "pii.png")
     return out
 
 
@@ -185,28 +205,6 @@ def _pii_by_language(stats: dict) -> dict[str, dict[str, int]]:
             for kind, n in types.items():
                 out.setdefault(lang, {})[kind] = out.get(lang, {}).get(kind, 0) + n
     return out
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _language_rows(stats: dict) -> list[list[Any]]:
@@ -239,96 +237,224 @@ def _source_rows(stats: dict) -> list[list[Any]]:
 _SOURCE_HEADER = ["source", "language", "documents read", "malformed records", "documents kept"]
 
 
-def data_card_markdown(stats: dict) -> str:
-    """A DATA_CARD.md-style summary of a prepared corpus (markdown text)."""
+def _matrix(
+    per_row: dict[str, dict[str, Any]], first: str, missing: Any = None
+) -> tuple[list[str], list[list[Any]]]:
+    """{row: {column: value}} -> a header and rows (columns sorted, missing cells `missing`)."""
+    columns = sorted({c for v in per_row.values() for c in v})
+    rows = [[r, *(v.get(c, missing) for c in columns)] for r, v in per_row.items()]
+    return [first, *columns], rows
+
+
+def _dedup_by_language(stats: dict) -> dict[str, dict[str, int]]:
+    """{language: {reason: documents removed by the dedup steps}} from the ledger."""
+    groups = {s["name"]: s["group"] for s in stats.get("stages", [])}
+    out: dict[str, dict[str, int]] = {}
+    for r in stats.get("ledger", []):
+        if groups.get(r["stage"]) != "dedup" or r["outcome"] in ("in", "kept"):
+            continue
+        if r["documents"]:
+            cell = out.setdefault(r["language"], {})
+            cell[r["outcome"]] = cell.get(r["outcome"], 0) + r["documents"]
+    return dict(sorted(out.items()))
+
+
+def _settings_rows(stats: dict) -> list[list[Any]]:
+    s = stats.get("settings", {})
+    rows: list[list[Any]] = [
+        ["executor", s.get("executor", "local")],
+        ["workers", s.get("workers")],
+    ]
+    if s.get("started") is not None:
+        rows.append(["started", when(s["started"])])
+    if s.get("finished") is not None:
+        rows.append(["finished", when(s["finished"])])
+        if s.get("started") is not None:
+            rows.append(["took (s)", round(float(s["finished"]) - float(s["started"]), 1)])
+    return rows
+
+
+def _steps_run(stats: dict) -> list[str]:
+    return list(dict.fromkeys(s for names in stats["steps"].values() for s in names))
+
+
+@dataclass
+class _Section:
+    """One part of the data card: a title, a note, tables (header, rows) and a figure name."""
+
+    key: str
+    title: str
+    note: str = ""
+    tables: list[tuple[list[str], list[list[Any]]]] = field(default_factory=list)
+    figure: str | None = None  # a file name of `figures()`
+    collapse: bool = False  # long per-source tables
+
+
+def card_sections(stats: dict) -> list[_Section]:
+    """The data card of a prepared corpus, in order; `data_card_markdown` and `data_card_html`
+    (used by `data report` and the run report) both render these."""
     final_docs = sum(t["final"] for t in stats["totals"].values())
     final_bytes = sum(c["bytes"] for v in stats.get("final", {}).values() for c in v.values())
-    parts = [
-        "# Data card",
-        "",
-        f"Prepared with `bloomforge data prepare` ({stats['settings'].get('executor', 'local')} "
-        f"executor): {final_docs:,} documents, {final_bytes / 1e6:,.2f} MB of UTF-8 text after "
-        "filtering, deduplication and PII redaction. Sources were kept separate (ROOTS).",
-        "",
-        "## Sources",
-        _markdown_table(_SOURCE_HEADER, _source_rows(stats)),
-        "",
-        "## Languages (removal rates, as in the ROOTS paper's table)",
-        _markdown_table(_LANG_HEADER, _language_rows(stats)),
-        "",
-        "## Processing",
+    sources = _source_rows(stats)
+    out = [
+        _Section(
+            "data-summary",
+            "Summary",
+            f"Prepared with `bloomforge data prepare`: {final_docs:,} documents, "
+            f"{final_bytes / 1e6:,.2f} MB of UTF-8 text after filtering, deduplication and PII "
+            "redaction. Sources were kept separate (ROOTS).",
+            [(["setting", "value"], _settings_rows(stats))],
+        ),
+        _Section(
+            "data-sources",
+            f"Sources ({len(sources)})",
+            tables=[(_SOURCE_HEADER, sources)],
+            collapse=len(sources) > 10,
+        ),
+        _Section(
+            "data-languages",
+            "Languages (removal rates, as in the ROOTS paper's table)",
+            tables=[(_LANG_HEADER, _language_rows(stats))],
+            figure="removed_by_language.png",
+        ),
     ]
-    steps = [s for names in stats["steps"].values() for s in names]
-    parts.append("Steps run: " + ", ".join(dict.fromkeys(steps)) + ".")
-    off = stats.get("filters_off", [])
-    if off:
-        parts += ["", "Not applied:"]
-        parts += [f"- {o['source']}: {o['filter']} ({o['why']})" for o in off]
-    pii = _pii_by_language(stats)
-    if pii:
-        counts = {}
-        for types in pii.values():
-            for kind, n in types.items():
-                counts[kind] = counts.get(kind, 0) + n
-        listed = ", ".join(f"{n:,} {k}" for k, n in sorted(counts.items()))
-        parts += ["", f"PII redacted (BigScience regexes, replaced by `PI:<TYPE>`): {listed}."]
-    parts += [
-        "",
-        "## Restricted material",
-        "The originals of redacted PII are only in `restricted/pii/`; `work/`, `excluded/` and "
-        "`malformed/` hold text before redaction. Share `documents/` only.",
-        "",
-    ]
-    return "\n".join(parts)
-
-
-_CSS = (
-    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-    "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%}"
-)
-
-
-def render_html(stats: dict, figures: list[tuple[str, Path]]) -> str:
-    body = ["<h1>Prepared corpus report</h1>"]
-    body += ["<h2>Sources</h2>", _table(_SOURCE_HEADER, _source_rows(stats))]
-    body += ["<h2>Removed per language</h2>", _table(_LANG_HEADER, _language_rows(stats))]
-    steps = step_table(stats)
+    alone = alone_table(stats)
+    # PII redaction rewrites text and removes nothing: not a row of the removal table.
+    steps = {k: v for k, v in step_table(stats, "filter").items() if k != PIIRedactor.ledger_name}
+    filt = _Section(
+        "data-filters",
+        "Removed by each filter, per language (ROOTS figure)",
+        "% of a language's documents each filter would discard on its own (each_filter_alone), "
+        "then % of the documents reaching each filter that it discarded, in pipeline order.",
+        figure="discarded_by_filter_alone.png" if alone else "discarded_by_filter.png",
+    )
+    if alone:
+        filt.tables.append(_matrix(alone, "filter alone"))
     if steps:
-        langs = sorted({lang for v in steps.values() for lang in v})
-        rows = [[s, *[v.get(lang, "") for lang in langs]] for s, v in steps.items()]
-        body += ["<h2>% discarded by each step (of the documents reaching it)</h2>"]
-        body.append(_table(["step", *langs], rows))
+        filt.tables.append(_matrix(steps, "filter in turn"))
+    if not filt.tables:
+        filt.note = "No filter ran."
+    out.append(filt)
+    dedup = _dedup_by_language(stats)
+    out.append(
+        _Section(
+            "data-dedup",
+            "Deduplication, per language",
+            "Documents removed by each dedup method (first copy kept)."
+            if dedup
+            else "No document was removed as a duplicate (or dedup was off).",
+            [_matrix(dedup, "language", 0)] if dedup else [],
+            figure="dedup_rates.png" if dedup else None,
+        )
+    )
+    pii = _pii_by_language(stats)
+    out.append(
+        _Section(
+            "data-pii",
+            "PII redacted, per language",
+            "Spans found by BigScience's regexes and replaced by `PI:<TYPE>`; the originals are "
+            "only in `restricted/pii/`."
+            if pii
+            else "No PII span was redacted (or redaction was off).",
+            [_matrix(dict(sorted(pii.items())), "language", 0)] if pii else [],
+        )
+    )
     skipped = [
         [s, reason, n] for s, r in stats["reader"].items() for reason, n in r["skipped"].items()
     ]
     if skipped:
-        body += ["<h2>Malformed records set aside (malformed/)</h2>"]
-        body.append(_table(["source", "reason", "records"], skipped))
-    pii = _pii_by_language(stats)
-    if pii:
-        rows = [[lang, kind, n] for lang, types in sorted(pii.items()) for kind, n in types.items()]
-        body += ["<h2>PII redacted</h2>", _table(["language", "type", "spans"], rows)]
-    off = stats.get("filters_off", [])
-    body.append("<h2>Filters and steps not applied</h2>")
-    if off:
-        body.append(
-            _table(["source", "step", "why"], [[o["source"], o["filter"], o["why"]] for o in off])
+        out.append(
+            _Section(
+                "data-malformed",
+                "Malformed records set aside (malformed/)",
+                tables=[(["source", "reason", "records"], skipped)],
+                collapse=len(skipped) > 10,
+            )
         )
-    else:
-        body.append("<p>Every step ran for every source.</p>")
-    if "dedup_summary" in stats:
-        summary = html.escape(json.dumps(stats["dedup_summary"], indent=1))
-        body += ["<h2>Deduplication</h2>", f"<pre>{summary}</pre>"]
-    for title, path in figures:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        body += [
-            f"<h2>{html.escape(title)}</h2>",
-            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">',
-        ]
+    off = stats.get("filters_off", [])
+    out.append(
+        _Section(
+            "data-off",
+            "Filters and steps not applied",
+            "Steps run: " + ", ".join(_steps_run(stats)) + "."
+            if not off
+            else "Steps run: " + ", ".join(_steps_run(stats)) + ". Not applied:",
+            [(["source", "step", "why"], [[o["source"], o["filter"], o["why"]] for o in off])]
+            if off
+            else [],
+            collapse=len(off) > 10,
+        )
+    )
+    out.append(
+        _Section(
+            "data-restricted",
+            "Restricted material",
+            "The originals of redacted PII are only in `restricted/pii/`; `work/`, `excluded/` "
+            "and `malformed/` hold text before redaction. Share `documents/` only.",
+        )
+    )
+    return out
+
+
+def data_card_markdown(stats: dict, title: str | None = "# Data card", level: int = 2) -> str:
+    """The data card of a prepared corpus as markdown (DATA_CARD.md); sections at `level`."""
+    parts = [title, ""] if title else []
+    for sec in card_sections(stats):
+        parts += [f"{'#' * level} {sec.title}", ""]
+        if sec.note:
+            parts += [sec.note, ""]
+        for header, rows in sec.tables:
+            parts += [md_table(header, rows), ""]
+    return "\n".join(parts)
+
+
+def data_card_html(stats: dict, figures: dict[str, bytes], level: int = 2) -> str:
+    """The data card as an HTML fragment: headings at `level`, tables (long ones collapsed in
+    `<details>`), the figures present in `figures` ({file name: PNG bytes}) embedded."""
+    import markdown
+
+    out = []
+    for sec in card_sections(stats):
+        out.append(f'<section id="{sec.key}"><h{level}>{html.escape(sec.title)}</h{level}>')
+        if sec.note:  # our own markdown (code spans): rendered, not shown raw
+            out.append(markdown.markdown(sec.note))
+        for header, rows in sec.tables:
+            table = html_table(header, rows)
+            if sec.collapse:
+                table = details(f"{len(rows)} rows", table)
+            out.append(table)
+        png = figures.get(sec.figure or "")
+        if png is not None:
+            data = base64.b64encode(png).decode("ascii")
+            out.append(f'<img alt="{html.escape(sec.title)}" src="data:image/png;base64,{data}">')
+        out.append("</section>")
+    return "\n".join(out)
+
+
+CSS = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;"
+    "padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child"
+    "{text-align:left}img{max-width:100%}.note{color:#666}summary{cursor:pointer;color:#246}"
+)
+
+
+def render_html(stats: dict, figures: dict[str, bytes]) -> str:
+    body = data_card_html(stats, figures)
+    extra = [
+        (title, name)
+        for title, name in FIGURE_TITLES.items()
+        if name in figures and name not in {s.figure for s in card_sections(stats)}
+    ]
+    for title, name in extra:
+        data = base64.b64encode(figures[name]).decode("ascii")
+        body += (
+            f"<h2>{html.escape(title)}</h2>"
+            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+        )
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>bloomforge data report</title>"
-        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
+        f"<style>{CSS}</style></head><body><h1>Prepared corpus report</h1>{body}</body></html>"
     )
 
 
@@ -337,11 +463,13 @@ def write_report(prepared: str | Path) -> Path:
     prepared = Path(prepared)
     stats = load_stats(prepared)
     folder = prepared / "report"
+    pngs = figures(stats)
     with atomic_directory(folder) as tmp:
-        names = _figures(stats, tmp)
+        for name, png in pngs.items():
+            (tmp / name).write_bytes(png)
         shutil.copyfile(prepared / "stats.json", tmp / "stats.json")
         (tmp / "DATA_CARD.md").write_text(data_card_markdown(stats), encoding="utf-8")
-    page = render_html(stats, [(title, folder / name) for title, name in names])
+    page = render_html(stats, pngs)
     target = prepared / "report.html"
     tmp_page = target.with_name(".report.html.tmp")
     tmp_page.write_text(page, encoding="utf-8")
@@ -349,4 +477,12 @@ def write_report(prepared: str | Path) -> Path:
     return target
 
 
-__all__ = ["data_card_markdown", "load_stats", "write_json_atomic", "write_report"]
+__all__ = [
+    "card_sections",
+    "data_card_html",
+    "data_card_markdown",
+    "figures",
+    "load_stats",
+    "write_json_atomic",
+    "write_report",
+]

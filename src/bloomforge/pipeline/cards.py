@@ -4,7 +4,9 @@ In: a run folder (corpus/manifest.json, data/stats.json, tokenizer/*.json, token
 train/ (config.yaml, metrics.jsonl, emissions.csv), eval/results.json, .stages/*.json) and the
 run recipe. Out: `collect_facts` -> one dict (every part optional: what is missing is None), and
 `model_card` / `data_card` -> markdown, laid out like BigScience's BLOOM model card (Model
-Details, Uses, Bias/Risks/Limitations, Training Data, Evaluation, Environmental Impact).
+Details, Uses, Bias/Risks/Limitations, Training Data, Evaluation, Environmental Impact). The data
+card's filtering part is `bloomforge.data.report.data_card_markdown`, the one data card of
+`bloomforge data report` too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bloomforge.pipeline.config import STAGES, RunRecipe
+from bloomforge.tables import md_table
 
 
 def _json(path: Path) -> Any:
@@ -134,12 +137,6 @@ def collect_facts(run: Path, recipe: RunRecipe) -> dict[str, Any]:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
-
-
-def md_table(head: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def language_rows(facts: dict[str, Any]) -> list[list[Any]]:
@@ -292,15 +289,9 @@ def data_card(facts: dict[str, Any]) -> str:
     if stats is None:
         out.append("No data/stats.json in this run (the documents were prepared elsewhere).")
     else:
-        for key, value in stats.items():
-            out += [
-                f"### {key}",
-                "",
-                "```",
-                json.dumps(value, indent=1, ensure_ascii=False)[:4000],
-                "```",
-                "",
-            ]
+        from bloomforge.data.report import data_card_markdown
+
+        out.append(data_card_markdown(stats, title=None, level=3))
     held = (facts["records"].get("tokens") or {}).get("details", {}).get("heldout")
     if held:
         out += [

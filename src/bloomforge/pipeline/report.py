@@ -5,6 +5,10 @@ In: a run folder and its recipe (read through `cards.collect_facts`). Out: `OUT/
 scripts or fonts, so it opens offline), `OUT/MODEL_CARD.md`, `OUT/DATA_CARD.md`; each written to
 a temporary name and renamed. Sections with nothing to show (no data/stats.json before `data
 prepare` ran, no codecarbon) are left out or say so in one line.
+
+The data card's filtering part is `bloomforge.data.report.data_card_html` (the same sections and
+figures as `bloomforge data report`); the model card is rendered from its markdown with
+Python-Markdown; tables go through `bloomforge.tables`.
 """
 
 from __future__ import annotations
@@ -12,29 +16,32 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from bloomforge.pipeline.cards import collect_facts, data_card, model_card
 from bloomforge.pipeline.config import RunRecipe
+from bloomforge.tables import details, html_table
 
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 pre{white-space:pre-wrap;background:#f7f7f7;padding:.5em}img{max-width:100%}
-.note{color:#666}"""
+.note{color:#666}summary{cursor:pointer;color:#246}"""
 
 
 def _esc(x: Any) -> str:
     return html.escape(str(x))
 
 
-def table(head: list[str], rows: list[list[Any]]) -> str:
-    th = "".join(f"<th>{_esc(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
+table = html_table
+LONG_TABLE = 10  # rows; longer per-source tables are collapsed (<details>)
+
+
+def _maybe_collapsed(what: str, head: list[str], rows: list[list[Any]]) -> str:
+    out = table(head, rows)
+    return details(f"{what}: {len(rows)} rows", out) if len(rows) > LONG_TABLE else out
 
 
 def _png(fig) -> str:
@@ -96,33 +103,13 @@ def training_curves(metrics: list[dict[str, Any]]) -> str:
     return _png(fig)
 
 
-def _generic(value: Any) -> str:
-    """Render a stats value: mapping of scalars, list of records, mapping of mappings, else json."""
-    if (
-        isinstance(value, dict)
-        and value
-        and all(not isinstance(v, dict | list) for v in value.values())
-    ):
-        return table(["key", "value"], [[k, v] for k, v in value.items()])
-    if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
-        keys = list(dict.fromkeys(k for r in value for k in r))
-        return table(keys, [[r.get(k, "") for k in keys] for r in value[:300]])
-    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-        inner = list(dict.fromkeys(k for v in value.values() for k in v))
-        if all(not isinstance(x, dict | list) for v in value.values() for x in v.values()):
-            return table(
-                ["", *inner], [[k, *(v.get(i, "") for i in inner)] for k, v in value.items()]
-            )
-    return f"<pre>{_esc(json.dumps(value, indent=1, ensure_ascii=False)[:6000])}</pre>"
-
-
 def render_html(facts: dict[str, Any]) -> str:
     h: list[str] = [
         f"<h1>{_esc(facts['title'])}</h1>",
         f"<p class=note>run folder {_esc(facts['run'])}</p>",
     ]
     langs = facts["languages"]
-    h.append("<h2>Data card</h2>")
+    h.append('<h2 id="data-card">Data card</h2>')
     corpus = facts["corpus"]
     if corpus:
         h.append(
@@ -138,27 +125,29 @@ def render_html(facts: dict[str, Any]) -> str:
             table(
                 ["language", "tokens", "documents", "share"],
                 [
-                    [k, f"{r['tokens']:,}", f"{r['documents']:,}", f"{100 * r['share']:.1f}%"]
+                    [k, r["tokens"], r["documents"], f"{100 * r['share']:.1f}%"]
                     for k, r in langs.items()
                 ],
             )
         )
         h.append(_bar(list(langs), [100 * r["share"] for r in langs.values()], "% of tokens"))
-        h.append("<h3>Sources</h3>")
+        h.append(f"<h3>Sources ({len(facts['sources'])})</h3>")
         h.append(
-            table(
+            _maybe_collapsed(
+                "tokens per source",
                 ["source", "tokens", "documents", "share"],
                 [
-                    [k, f"{r['tokens']:,}", f"{r['documents']:,}", f"{100 * r['share']:.1f}%"]
+                    [k, r["tokens"], r["documents"], f"{100 * r['share']:.1f}%"]
                     for k, r in facts["sources"].items()
                 ],
             )
         )
     stats = facts["data_stats"]
     if stats:
+        from bloomforge.data.report import data_card_html, figures
+
         h.append("<h3>Filtering, deduplication and PII (data/stats.json)</h3>")
-        for key, value in stats.items():
-            h += [f"<h4>{_esc(key)}</h4>", _generic(value)]
+        h.append(data_card_html(stats, figures(stats), level=4))
     else:
         h.append(
             "<p class=note>No data/stats.json: the documents were prepared outside this run.</p>"
@@ -223,9 +212,17 @@ def _tokenizer_html(facts: dict[str, Any]) -> list[str]:
 
 
 def _model_html(facts: dict[str, Any]) -> list[str]:
-    h = ["<h2>Model card</h2>"]
+    import markdown
+
+    h = ['<h2 id="model-card">Model card</h2>']
     card = model_card(facts).split("## Training Data")[0]
-    h.append(f"<pre>{_esc(card)}</pre>")
+    # Our own markdown, but titles and paths come from the recipe: raw HTML is escaped. The
+    # card's own title is this section's heading; its sections go one level down (h3, h4).
+    lines = html.escape(card, quote=False).splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    card = "\n".join("#" + line if line.startswith("#") else line for line in lines)
+    h.append(f'<div class="model-card">{markdown.markdown(card, extensions=["tables"])}</div>')
     if facts["metrics"]:
         h += ["<h3>Training curves</h3>", training_curves(facts["metrics"])]
     return h
