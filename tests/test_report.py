@@ -1,5 +1,6 @@
-"""`data report`: the ROOTS table and per-filter rates from a hand-written ledger, and the HTML/PNG
-report and data card of a real prepared folder."""
+"""`data report`: the ROOTS table and per-filter rates from a hand-written ledger, the HTML/PNG
+report and data card of a real prepared folder, and the run report's DATA_CARD.md made by the
+same data card code (no JSON dump, dates, dedup/PII per language)."""
 
 from __future__ import annotations
 
@@ -136,3 +137,34 @@ def test_report_of_a_prepared_folder_names_each_language(tmp_path):
         "pii.png",
     }
     assert "filters: false" in page  # the steps that were off, and why
+
+
+def test_one_data_card_for_data_report_and_run_report():
+    from bloomforge.pipeline.cards import data_card
+
+    stats = hand_stats() | {"pii": {"s": {"fr": {"EMAIL": 2}}}}
+    stats["settings"] = {"executor": "local", "workers": 1, "started": 0.5, "finished": 90.0}
+    facts = {"title": "t", "corpus": None, "sources": {}, "languages": {}, "records": {}}
+    card = data_card(facts | {"data_stats": stats})
+    assert data_card_markdown(stats, title=None, level=3) in card  # the same card, one level down
+    assert "```" not in card and '"ledger"' not in card and "90.0" not in card  # no JSON dump
+    assert "| started | 1970-01-01 00:00:00 UTC |" in card  # Unix time 0.5 s
+    assert "| took (s) | 89.50 |" in card
+    assert "| fr | 10 | 6 | 40.00 | 800 | 600 | 25.00 |" in card  # ROOTS table (hand counts)
+    assert "| fr | 1 |" in card.split("### Deduplication")[1]  # the exact duplicate of fr
+    assert "| fr | 2 |" in card.split("### PII redacted")[1]
+    assert "| min_words | 20.00 | 30.00 |" in card  # per filter, per language (en, fr)
+
+
+def test_number_formatter():
+    from bloomforge.tables import fmt, md_table
+
+    assert [fmt(x) for x in (1234567, 40.0, 0.00123, None, True, "a")] == [
+        "1,234,567",
+        "40.00",
+        "0.00123",
+        "",
+        "yes",
+        "a",
+    ]
+    assert md_table(["a"], [["x|y"]]).splitlines()[-1] == "| x\\|y |"
