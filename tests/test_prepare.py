@@ -382,3 +382,31 @@ def test_dedup_scope_corpus_rejects_per_source_dedup_settings(tmp_path):
         PrepareConfig(
             sources=[SourceConfig(name="a", paths=["x"], dedup=False)], dedup_scope="corpus"
         )
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("dedup:\n  preset: rots\n", "key 'dedup.preset': expected one of 'default', 'roots'"),
+        ("    format: wett\n", "key 'sources[0].format': expected one of 'auto', 'jsonl'"),
+    ],
+)
+def test_dedup_preset_and_input_format_are_checked(tmp_path, capsys, section, message):
+    (tmp_path / "a.warc.gz").write_bytes(b"")
+    sources = f"sources:\n  - name: a\n    paths: [{tmp_path}/a.warc.gz]\n"
+    (tmp_path / "data.yaml").write_text(sources + section)
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "--config",
+                str(tmp_path / "data.yaml"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

@@ -20,7 +20,8 @@ and the first bytes of its payload):
 `not a response record` (warcinfo, request, metadata, revisit), `HTTP status not 2xx`,
 `non-text MIME type` (image/png, application/pdf...), `charset error` (an unknown charset name,
 or bytes that do not decode in the declared or detected charset), `bad HTML` (binary data
-served as HTML, or a page the parser rejects), `empty extraction` (no text left), `too_large`
+served as HTML, e.g. a gzip body that does not decompress, or a page the parser rejects),
+`empty extraction` (no text left), `too_large`
 (payload over `max_bytes`), and `corrupt or truncated file` (the rest of the file is unreadable).
 """
 
@@ -111,8 +112,14 @@ def _record(rec, number: int, skip: Skip, max_bytes: int | None) -> WebRecord | 
     mime, charset = _parse_content_type(declared)
     mime = (content_type or "").split(";")[0].strip().lower() or mime
     content = rec.content_stream()  # HTTP chunking and Content-Encoding undone by warcio
-    payload = content.read() if max_bytes is None else content.read(max_bytes + 1)
-    rest = sum(len(c) for c in iter(lambda: content.read(1 << 20), b"")) if max_bytes else 0
+    try:
+        payload = content.read() if max_bytes is None else content.read(max_bytes + 1)
+        rest = sum(len(c) for c in iter(lambda: content.read(1 << 20), b"")) if max_bytes else 0
+    except (OSError, ValueError, EOFError, zlib.error):  # a body warcio cannot decode
+        if _cut(rec):
+            return _TRUNCATED
+        skip(BAD_HTML, number, _head(rec, b""), _length(rec))
+        return None
     if _cut(rec):
         return _TRUNCATED
     if max_bytes is not None and len(payload) > max_bytes:
