@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 INDEX = Path("search") / "index.sqlite"
 SCHEMA_VERSION = "1"
-_PATTERNS = ("*.jsonl.gz", "*.jsonl")
+_SUFFIXES = (".jsonl.gz", ".jsonl")
 _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE files(
@@ -91,11 +91,13 @@ def _documents_dir(prepared: Path) -> Path:
 
 
 def _prepared_files(prepared: Path) -> dict[str, os.stat_result]:
+    """{path relative to PREPARED: stat} of the document files (one directory walk)."""
     folder = _documents_dir(prepared)
     found: dict[str, os.stat_result] = {}
-    for pattern in _PATTERNS:
-        for path in folder.rglob(pattern):
-            if path.is_file():
+    for root, _, names in os.walk(folder):
+        for name in names:
+            if name.endswith(_SUFFIXES):
+                path = Path(root, name)
                 found[path.relative_to(prepared).as_posix()] = path.stat()
     return dict(sorted(found.items()))
 
@@ -265,8 +267,10 @@ def search(
     lang: str | None = None,
     limit: int = 10,
     source: str | None = None,
+    update: bool = True,
 ) -> list[dict[str, Any]]:
-    """Best matches first (FTS5's bm25), after bringing the index up to date.
+    """Best matches first (FTS5's bm25), after bringing the index up to date (`update=False`:
+    the index as it is, e.g. for a series of queries on a folder known not to change).
 
     `query` is an FTS5 query (words, "a phrase", OR, NOT, prefix*); anything that is not valid
     FTS5 syntax is searched as its words. Each hit: source, language, file and line of the raw
@@ -277,7 +281,8 @@ def search(
         raise BloomforgeError("data search: the query is empty")
     if limit < 1:
         raise BloomforgeError(f"data search: --limit {limit}: must be at least 1")
-    update_index(prepared)
+    if update or not index_path(prepared).is_file():
+        update_index(prepared)
     con = _open(index_path(Path(prepared)))
     sql = (
         "SELECT source, language, input_file, input_line, url, doc_id, path, path_line, "
