@@ -162,6 +162,11 @@ def test_sample_and_default_out(viewer, capsys):
     rows = [r for r in _parse(page.read_text()).rows if r["class"] == "removed"]
     en_short = [r for r in rows if r["data-filter"] == "number_words" and "en/" in r["data-id"]]
     assert len(en_short) == 1 and "(1 of 2 shown)" in page.read_text()
+    # --scan 1: one kept fr document is read, so one is shown nearest each threshold
+    assert main(["data", "inspect", str(out), "--scan", "1"]) == 0
+    near = [r for r in _parse(page.read_text()).rows if r["class"] == "near"]
+    fr_words = [r for r in near if r["data-filter"] == "number_words" and "fr/" in r["data-id"]]
+    assert [r["data-id"] for r in fr_words] == ["fr/0/1"]  # the first line of fr.txt
 
 
 def test_errors_are_one_line(viewer, tmp_path, capsys):

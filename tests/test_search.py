@@ -53,6 +53,12 @@ def test_lang_restricts(prepared, capsys):
     for lang in ("en", "fr"):
         hits = search(out, "le OR the", lang=lang, limit=1000)
         assert hits and {h["language"] for h in hits} == {lang}
+    # --source restricts to one source (web and en are both English)
+    assert {h["source"] for h in search(out, "the", limit=1000)} == {"en", "web"}
+    assert {h["source"] for h in search(out, "the", source="web", limit=1000)} == {"web"}
+    assert main(["data", "search", str(out), "the", "--source", "web", "--limit", "2"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4 and all(line.startswith("web [en]") for line in printed[::2])
 
 
 def test_same_documents_as_a_plain_scan(prepared):

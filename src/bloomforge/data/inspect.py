@@ -192,18 +192,36 @@ def _safe_text(text: str, types: list[str] | None) -> str:
     return text
 
 
-def _collect_filters(prepared: Path, m: _Measures, view: View, sample: int, scan: int) -> None:
+def _removal_totals(stats: dict) -> dict[tuple[str, str], int]:
+    """{(language, filter): documents removed} of the filter stages, from the ledger."""
+    groups = {s["name"]: s["group"] for s in stats.get("stages", [])}
+    totals: dict[tuple[str, str], int] = defaultdict(int)
+    for r in stats.get("ledger", []):
+        removal = r["outcome"] not in ("in", "kept") and r["step"] != "read"
+        if groups.get(r["stage"]) == "filter" and removal and r["documents"]:
+            totals[(r["language"], r["step"])] += r["documents"]
+    return totals
+
+
+def _collect_filters(
+    prepared: Path, stats: dict, m: _Measures, view: View, sample: int, scan: int
+) -> None:
     from datatrove.data import Document
 
+    view.removed_total.update(_removal_totals(stats))
     for step_dir in sorted((prepared / "excluded").glob("*")):
+        # Stop reading a filter's files once every language has its sample (web-scale folders
+        # hold millions of removed documents).
+        wanted = {k: min(n, sample) for k, n in view.removed_total.items() if k[1] == step_dir.name}
         for path in _files(step_dir):
+            if wanted and all(len(view.removed[k]) >= n for k, n in wanted.items()):
+                break
             for doc in _read_jsonl(path):
                 meta = doc.get("metadata") or {}
                 name, source = str(meta.get("filter_step", step_dir.name)), str(meta["source"])
                 lang = str(meta.get("language", "unknown"))
                 key = (lang, name)
                 view.languages.add(lang)
-                view.removed_total[key] += 1
                 if len(view.removed[key]) >= sample:
                     continue
                 flt = m.filters(source).get(name)
@@ -366,7 +384,7 @@ def collect(prepared: str | Path, sample: int = 10, scan: int = 2000) -> tuple[d
     stats = load_stats(prepared)
     m = _Measures(prepared)
     view = View()
-    _collect_filters(prepared, m, view, sample, scan)
+    _collect_filters(prepared, stats, m, view, sample, scan)
     _collect_dedup(prepared, m, stats, view, sample)
     for langs in stats.get("pii", {}).values():
         view.languages.update(langs)
