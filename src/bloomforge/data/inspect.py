@@ -498,6 +498,11 @@ def render(stats: dict, view: View, prepared: str) -> str:
                 h.append("<details><summary>kept, nearest the threshold</summary>")
                 h += [_doc_rows(view.near[key], name, "near"), "</details>"]
         methods = sorted({mth for (x, mth) in view.clusters if x == lang})
+        if not names and not methods:
+            h.append(
+                "<p class=note>Nothing to show: no filter measured these documents (filters off, "
+                "or a code source) and no duplicate was removed.</p>"
+            )
         if methods or any(x == lang for x, _ in dedup_counts):
             h.append("<h3>Deduplication</h3>")
         for method in methods:
