@@ -10,9 +10,11 @@ As BLOOMZ was finetuned (bigscience-workshop/Megatron-DeepSpeed, `finetune_t0.py
 - a sample is its input tokens then its target tokens, tokenized apart; the target gets a
   leading space and a closing `</s>` (the BLOOMZ data was made with Megatron-DeepSpeed's
   `tools/preprocess_data.py`, targets with `--prepend-space --append-eod`, inputs without);
-- each language is one dataset, split by document order into train and validation
-  ("0:0.950" in xmtf's xp3capmixnewcodelong_train.txt); languages are blended row by row by
-  weight (Megatron's `BlendableDataset`, as `bloomforge.data.loader` blends pretraining data);
+- each language is one dataset, 95% train and 5% validation ("0:0.950" in xmtf's
+  xp3capmixnewcodelong_train.txt; the held-out records are a seeded draw, not the file's tail
+  as in Megatron, since a language file holds its datasets one after another); languages are
+  blended row by row by weight (Megatron's `BlendableDataset`, as `bloomforge.data.loader`
+  blends pretraining data);
 - within a language, every epoch shuffles the samples with one `RandomState(seed)` stream
   (`_build_shuffle_idx`) and packs them greedily, in that order, into rows of seq_len + 1 tokens
   (`_build_sample_idx`, a partly filled row carried into the next epoch); a sample longer than
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 EOS_TOKEN = "</s>"
 PAD_TOKEN = "<pad>"
 _PLACES = 3  # file:line places kept per skip reason
+_SPLIT_STREAM = 0x5350  # the held-out draw's own random stream
 
 
 @dataclass
@@ -78,10 +81,14 @@ class _Samples:
     def sizes(self) -> np.ndarray:
         return np.diff(self.starts)
 
-    def subset(self, lo: int, hi: int) -> _Samples:
-        starts = self.starts[lo : hi + 1]
-        tokens = self.tokens[starts[0] : starts[-1]]
-        return _Samples(tokens, starts - starts[0], self.n_input[lo:hi])
+    def take(self, index: np.ndarray) -> _Samples:
+        """The samples at `index`, in that order."""
+        sizes = self.sizes()[index]
+        starts = np.zeros(len(index) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=starts[1:])
+        pieces = [self.tokens[self.starts[i] : self.starts[i + 1]] for i in index]
+        tokens = np.concatenate(pieces) if pieces else self.tokens[:0]
+        return _Samples(tokens, starts, self.n_input[index])
 
 
 @dataclass
@@ -269,8 +276,11 @@ class MTFLoader:
             n_train = train_valid_test_split([1.0 - valid_fraction, valid_fraction], len(s))[1]
             if n_train == 0:
                 raise BloomforgeError(f"data.mtf: language '{lang}' has no training sample")
-            self._train[lang] = s.subset(0, n_train)
-            self._valid[lang] = s.subset(n_train, len(s))
+            # Megatron splits a dataset by position; a language file holds its datasets one
+            # after the other, so the held-out part is a seeded draw instead of the tail.
+            order = np.random.RandomState([seed % 2**32, _SPLIT_STREAM]).permutation(len(s))
+            self._train[lang] = s.take(np.sort(order[:n_train]))
+            self._valid[lang] = s.take(np.sort(order[n_train:]))
             if int(self._train[lang].sizes().min()) > self.row_len:
                 raise BloomforgeError(
                     f"data.mtf: no training sample of '{lang}' fits in data.seq_len={seq_len} "
