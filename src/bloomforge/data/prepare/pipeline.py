@@ -21,6 +21,8 @@ excluded and intermediate documents are redacted too). Only OUT/restricted and O
 from __future__ import annotations
 
 import importlib.util
+import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,8 @@ from bloomforge.data.prepare.reader import SourceReader
 from bloomforge.data.prepare.stats import write_stats
 from bloomforge.errors import BloomforgeError
 from bloomforge.typed_config import from_dict, to_dict
+
+log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "slurm", "ray")
 OUTPUT_STEP = "output"
@@ -219,7 +223,7 @@ def _make_executor(
             job_name=f"{s.job_name}-{stage.name.replace('/', '-')}",
             env_command=s.env_command,
             condaenv=s.condaenv,
-            venv_path=s.venv_path,
+            venv_path=_job_venv(s.venv_path, s.env_command, s.condaenv),
             sbatch_args=dict(s.sbatch_args),
             max_array_size=s.max_array_size,
             depends=depends,
@@ -241,6 +245,19 @@ def _make_executor(
     raise BloomforgeError(f"--executor {kind}: expected one of {', '.join(EXECUTORS)}")
 
 
+def _job_venv(venv_path: str | None, env_command: str | None, condaenv: str | None) -> str | None:
+    """The activate script each Slurm job sources: the config's `slurm.venv_path`, else the
+    virtual environment running bloomforge now (jobs need datatrove's `launch_pickled_pipeline`
+    and bloomforge on their PATH even when sbatch is called from a shell without the venv)."""
+    if venv_path or env_command or condaenv:
+        return venv_path
+    activate = Path(sys.prefix) / "bin" / "activate"
+    if sys.prefix != sys.base_prefix and activate.is_file():
+        log.info("Slurm jobs will activate %s (set slurm.venv_path to change)", activate)
+        return str(activate)
+    return None
+
+
 def build_executors(
     config: PrepareConfig, out: Path, workers: int = 1, executor: str = "local"
 ) -> tuple[list[Stage], list[Any]]:
@@ -251,7 +268,9 @@ def build_executors(
     if executor not in EXECUTORS:
         raise BloomforgeError(f"--executor {executor}: expected one of {', '.join(EXECUTORS)}")
     if executor == "ray" and importlib.util.find_spec("ray") is None:
-        raise BloomforgeError("--executor ray needs the 'ray' package (pip install 'ray[default]')")
+        raise BloomforgeError(
+            "--executor ray needs the 'ray' package (pip install 'bloomforge[cluster]')"
+        )
     if workers < 1:
         raise BloomforgeError(f"--workers {workers}: must be at least 1")
     out = Path(out).resolve()
@@ -263,7 +282,10 @@ def build_executors(
         stages.append(Stage("stats", "stats", "", [writer], 1))
     executors: list[Any] = []
     for stage in stages:
-        depends = executors[-1] if executors and executor != "local" else None
+        # Slurm: each job array waits for the previous one (afterok). Ray: stages run one after
+        # the other from here (`_run_on_ray`), so no `depends`: datatrove's Ray executor would
+        # wait forever for a dependency whose task failed.
+        depends = executors[-1] if executors and executor == "slurm" else None
         executors.append(_make_executor(executor, stage, out, workers, config, depends))
     return stages, executors
 
@@ -281,7 +303,7 @@ def prepare(
     _check_out_folder(Path(out))
     out = Path(out).resolve()
     check_saved_config(config, out)
-    if executor != "local":  # Slurm and Ray: datatrove's messages say where the jobs are
+    if executor == "slurm":  # datatrove's messages say where the jobs are
         return _run(config, out, workers, executor)
     with datatrove_quiet(out / "logs" / "prepare.log"):  # its warnings while building too
         return _run(config, out, workers, executor)
@@ -301,7 +323,7 @@ def _run(config: PrepareConfig, out: Path, workers: int, executor: str) -> dict:
         executors[-1].run()  # launches the chain of job arrays
         return {"submitted": [s.name for s in stages], "out": str(out)}
     if executor == "ray":
-        executors[-1].run()  # runs its dependencies first
+        _run_on_ray(stages, executors)
     else:
         progress = StageProgress(len(stages))
         for stage, ex in zip(stages, executors, strict=True):
@@ -309,6 +331,35 @@ def _run(config: PrepareConfig, out: Path, workers: int, executor: str) -> dict:
                 ex.run()
     settings["finished"] = time.time()
     return write_stats(out, to_dict(config), [s.meta() for s in stages], settings)
+
+
+def _run_on_ray(stages: list[Stage], executors: list[Any]) -> None:
+    """Each stage on the Ray cluster in turn; a stage with failed tasks stops the run.
+
+    Connects with `ray.init()`: the cluster at RAY_ADDRESS, else the last one `ray start`
+    began on this machine, else a new local one for this run (shut down at the end).
+    """
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(log_to_driver=False)
+    try:
+        cpus = ray.cluster_resources().get("CPU", 0)
+        log.info("Ray cluster: %d nodes, %g CPUs", len(ray.nodes()), cpus)
+        progress = StageProgress(len(stages))
+        for stage, ex in zip(stages, executors, strict=True):
+            with progress.stage(stage.name, stage.tasks, len(ex.get_incomplete_ranks())):
+                ex.run()
+                failed = ex.get_incomplete_ranks()
+                if failed:
+                    raise BloomforgeError(
+                        f"--executor ray: stage {stage.name}: {len(failed)} of {stage.tasks} "
+                        f"tasks failed (ranks {failed[:10]}); see {ex.logging_dir.path}/logs/"
+                    )
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _check_out_folder(out: Path) -> None:
