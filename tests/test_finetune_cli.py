@@ -281,3 +281,82 @@ def test_rank_eval_of_one_prompt_equals_lm_eval(pre, tmp_path, monkeypatch, caps
     )["results"]["copa_choose"]
     assert mine["acc"] == pytest.approx(ref["acc,none"], abs=1e-12)
     assert mine["acc_norm"] == pytest.approx(ref["acc_norm,none"], abs=1e-12)
+
+
+def _zero_shot_rows(run: Path) -> dict[int, dict]:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows if r["kind"] == "zero_shot"}
+
+
+def _offline_eval(ckpt: Path, tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / f"offline-{ckpt.name}.json"
+    argv = ["eval", str(ckpt), "--tasks", "copa", "--data", str(SHARED / "eval"), "--limit", "6"]
+    assert main([*argv, *extra, "--batch-size", "8", "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+IN_LOOP = {
+    "train.eval_tasks_every": 4,
+    "eval.tasks": "[copa]",
+    "eval.data": SHARED / "eval",
+    "eval.limit": 6,
+    "eval.prompts": f"[{PROMPTS / 'super_glue' / 'copa'}]",
+}
+
+
+def test_in_loop_prompted_eval_under_torchrun_equals_offline_eval(pre, xp3, tmp_path):
+    """Two ranks (FSDP) run the zero-shot prompts every 4 steps without a hang; each logged
+    median equals `bloomforge eval --prompts` on that step's checkpoint."""
+    run = tmp_path / "run"
+    args = _finetune_args(pre, xp3, run, **IN_LOOP, **{"parallel.dp": 2})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--standalone", "-m", "bloomforge", "finetune", RECIPE, *args]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    logged = _zero_shot_rows(run)
+    assert sorted(logged) == [4, 8]
+    for step in (4, 8):
+        ckpt = run / "checkpoints" / f"step_{step:08d}"
+        offline = _offline_eval(ckpt, tmp_path, "--prompts", str(PROMPTS / "super_glue" / "copa"))
+        summary = offline["prompted"]["copa"]["summary"]["en"]
+        for key in ("median", "min", "max"):
+            assert logged[step][f"copa/en/{key}"] == pytest.approx(summary[key], abs=1e-12)
+
+
+def test_in_loop_eval_in_pretraining_equals_offline_eval(pre, tmp_path):
+    """`bloomforge train` with eval.tasks and train.eval_tasks_every: lm-eval's COPA prompt."""
+    run = tmp_path / "run"
+    cfg = load_recipe(pre / "config.yaml")
+    overrides = {
+        "data.tokens": cfg.data.tokens,
+        "data.seq_len": SEQ,
+        "train.global_batch_size": 8,
+        "train.micro_batch_size": 4,
+        "train.max_tokens": 3 * 8 * SEQ,
+        "train.decay_tokens": 3 * 8 * SEQ,
+        "train.warmup_tokens": 0,
+        "train.save_every": 0,
+        "train.eval_tasks_every": 2,
+        "eval.tasks": "[copa]",
+        "eval.data": SHARED / "eval",
+        "eval.limit": 6,
+        "out": run,
+    }
+    argv = ["train", str(pre / "config.yaml"), *(f"{k}={v}" for k, v in overrides.items())]
+    assert main(argv) == 0
+    logged = _zero_shot_rows(run)
+    assert sorted(logged) == [2, 3]  # every 2 steps and at the end
+    offline = _offline_eval(run / "checkpoints" / "step_00000003", tmp_path)
+    assert logged[3]["copa/acc"] == pytest.approx(offline["tasks"]["copa"]["all"]["acc"], abs=1e-12)
+    from bloomforge.errors import BloomforgeError
+    from bloomforge.training.zero_shot import check_supported
+
+    for bad, message in [
+        ("parallel.tp=2", "data parallelism only"),
+        ("eval.data=/nonexistent", "is not a folder"),
+        ("eval.tasks=[]", "eval.tasks is empty"),
+        ("eval.tasks=[nope]", "nope"),
+    ]:
+        with pytest.raises(BloomforgeError, match=message):
+            check_supported(load_recipe(pre / "config.yaml", [*argv[2:], bad]))

@@ -88,6 +88,9 @@ class TrainConfig:
     log_every: int = bounded(1, ge=1)
     eval_every: int = bounded(0, ge=0)  # steps between validations (0: only at the end)
     eval_samples: int = bounded(64, ge=0)  # held-out samples per group per validation
+    # steps between zero-shot evaluations of the recipe's eval.tasks (and at the end of the
+    # run), logged beside the validation loss; 0: off (training/zero_shot.py)
+    eval_tasks_every: int = bounded(0, ge=0)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # Stop the run (exit code 1) after this many skipped steps in a row (non-finite loss or
     # gradient, grad-norm spike, fp16 overflow; user skip ranges do not count): a run that
@@ -148,6 +151,9 @@ class EvalConfig:
     data: str | None = None
     limit: int | None = bounded(None, ge=1)
     batch_size: int = bounded(8, ge=1)
+    # promptsource templates (files or folders): score `tasks` under every prompt and report
+    # the median over prompts, as BLOOMZ was evaluated (bloomforge.mtf.rank_eval)
+    prompts: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -50,6 +50,7 @@ from bloomforge.training.metrics import (
 from bloomforge.training.objective import IGNORE, LMBatch, MTFObjective, Objective
 from bloomforge.training.optim import build_optimizer
 from bloomforge.training.schedule import BatchRampup, learning_rate, parse_skip_ranges
+from bloomforge.training.zero_shot import check_supported as check_zero_shot
 
 
 def _tokenizer_of(recipe: Recipe) -> Path:
@@ -139,6 +140,7 @@ class Trainer:
         self.dp_rank = self.mesh["dp"].get_local_rank() if self.mesh is not None else 0
         self.seq_len = recipe.data.seq_len
         _check_supported(recipe, self.device)
+        check_zero_shot(recipe)
         self.mtf = recipe.data.mtf is not None
         if self.mtf:
             self.objective = MTFObjective(
@@ -601,6 +603,8 @@ class Trainer:
                 last = metrics
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     self._log_validation(log)
+                if cfg.eval_tasks_every and self.step % cfg.eval_tasks_every == 0:
+                    self._log_zero_shot(log)
                 stop = self._should_stop(started)
                 if stop or (cfg.save_every and self.step % cfg.save_every == 0):
                     self.save()
@@ -621,6 +625,8 @@ class Trainer:
                     log.print(f"{self.run}: already trained to {self.tokens:,} tokens")
                 else:
                     self._log_validation(log)
+                    if cfg.eval_tasks_every and self.step % cfg.eval_tasks_every:
+                        self._log_zero_shot(log)  # the end of the run, when not just done
                     if not complete:  # missing, or damaged and now recomputed: (re)write it
                         self.save()
         finally:
@@ -658,6 +664,15 @@ class Trainer:
             f"(last: {metrics.get('skip_reason')}), the run cannot learn with these settings "
             f"(train.max_consecutive_skips={limit}){keep}"
         )
+
+    def _log_zero_shot(self, log: MetricsLog) -> None:
+        from bloomforge.training.zero_shot import zero_shot
+
+        results = zero_shot(
+            self.model, load_tokenizer(self.tokenizer_file), self.device, self.recipe
+        )
+        log.log("zero_shot", self.step, results)
+        log.print("zero-shot " + " | ".join(f"{k} {v:.4f}" for k, v in results.items()))
 
     def _log_validation(self, log: MetricsLog) -> None:
         results = self.validate()
