@@ -6,39 +6,18 @@ server's error naming the field."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-
-import httpx
 import pytest
 
 from browser import chromium_page
+from serve_process import serve_process
 from test_serve_batching import checkpoint
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     ckpt = checkpoint(tmp_path_factory.mktemp("playground") / "ck")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "bloomforge", "serve", str(ckpt), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "bloomforge serve did not start"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    yield ckpt, url
-    proc.terminate()
-    proc.wait(timeout=10)
+    with serve_process(ckpt) as url:
+        yield ckpt, url
 
 
 def test_playground_streams_tokens_with_their_probabilities(served):

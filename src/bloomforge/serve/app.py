@@ -32,7 +32,6 @@ from bloomforge.serve.protocol import (
 )
 
 OPEN_PATHS = ("/", "/health", "/metrics")  # answered without the API key
-DISCONNECT_POLL_S = 0.1  # how often a waiting request checks that its client is still there
 
 
 def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
@@ -131,7 +130,7 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
 class Guard:
     """ASGI middleware: the API key, then the request's route, status and seconds into the
     metrics. Plain ASGI (not Starlette's BaseHTTPMiddleware) so that a route still sees its
-    client disconnect (`Request.is_disconnected`)."""
+    client disconnect (`http.disconnect`)."""
 
     def __init__(self, app: Any, engine: Engine, api_key: str | None, paths: Any) -> None:
         self.app, self.engine, self.api_key, self.paths = app, engine, api_key, paths
@@ -268,24 +267,31 @@ async def _wait(engine: Engine, work: Work, request: Request | None = None) -> N
     """Wait for the work; a client that went away or a request past the timeout stops its rows
     (they leave the running batch at the next step)."""
     future = _submit(engine, work)
-    deadline = time.monotonic() + engine.limits.timeout_s
+    gone = asyncio.ensure_future(_disconnect(request)) if request is not None else None
     try:
-        while not future.done():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                work.cancel("timeout")
-                raise APIError(
-                    408, f"request took over {engine.limits.timeout_s} s (timeout)", None
-                )
-            await asyncio.wait({future}, timeout=min(DISCONNECT_POLL_S, left))
-            if not future.done() and request is not None and await request.is_disconnected():
-                work.cancel("disconnect")
-                raise APIError(499, "client closed the request", None)
+        waits = {future} if gone is None else {future, gone}
+        await asyncio.wait(waits, timeout=engine.limits.timeout_s, return_when="FIRST_COMPLETED")
+        if gone is not None and gone.done() and not future.done():
+            work.cancel("disconnect")
+            raise APIError(499, "client closed the request", None)
+        if not future.done():
+            work.cancel("timeout")
+            raise APIError(408, f"request took over {engine.limits.timeout_s} s (timeout)", None)
     except asyncio.CancelledError:
         work.cancel("disconnect")
         raise
+    finally:
+        if gone is not None:
+            gone.cancel()
     if future.exception() is not None:
         raise APIError(500, f"generation failed: {future.exception()}", None)
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client closes the connection (the ASGI server's `http.disconnect`;
+    the request body has been read, so nothing else arrives)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _choice(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+KEEP_ALIVE_S = 30
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
@@ -57,6 +59,12 @@ def run(args: argparse.Namespace) -> int:
     engine = load_engine(args.ckpt, device, getattr(torch, args.dtype), limits, args.name)
     print(f"bloomforge serve: {engine.name} on http://{args.host}:{args.port}/ ({device})")
     uvicorn.run(
-        create_app(engine, args.api_key), host=args.host, port=args.port, log_level="warning"
+        create_app(engine, args.api_key),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        # longer than clients keep idle connections (httpx 5 s, aiohttp 15 s): a client never
+        # sends on a connection the server is closing (uvicorn's 5 s default races httpx's)
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     return 0

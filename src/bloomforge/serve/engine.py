@@ -176,21 +176,29 @@ class Engine:
         return work.future
 
     def _admit(self) -> list[Work]:
-        """Waiting work that joins now, oldest first, while its rows fit `max_batch` (the
-        oldest always joins an idle engine, however many rows it has)."""
+        """Waiting work that joins now. Generation: oldest first while its rows fit beside the
+        running ones in `max_batch` (the oldest always joins an idle engine, however many rows
+        it has). Scoring (one forward, it does not stay): up to `max_batch` rows a step, passing
+        generation that has to wait."""
         taken: list[Work] = []
-        rows = len(self.running)
-        while self.waiting:
-            w = self.waiting[0]
+        rows, scoring, blocked = len(self.running), 0, False
+        for w in list(self.waiting):
             if all(r.cancelled for r in w.rows):
-                self.waiting.popleft()
+                self.waiting.remove(w)
                 self._count_cancelled(w.rows)
                 self._resolve(w)
                 continue
-            if rows and rows + len(w.rows) > self.limits.max_batch:
-                break
-            taken.append(self.waiting.popleft())
-            rows += len(w.rows)
+            if w.scoring:
+                if scoring and scoring + len(w.rows) > self.limits.max_batch:
+                    continue
+                scoring += len(w.rows)
+            else:
+                if blocked or (rows and rows + len(w.rows) > self.limits.max_batch):
+                    blocked = True
+                    continue
+                rows += len(w.rows)
+            self.waiting.remove(w)
+            taken.append(w)
         return taken
 
     async def _worker(self) -> None:
