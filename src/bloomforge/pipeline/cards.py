@@ -132,7 +132,43 @@ def collect_facts(run: Path, recipe: RunRecipe) -> dict[str, Any]:
         }
     train_seconds = records.get("train", {}).get("seconds")
     facts["energy"] = _energy(run, recipe, train_seconds)
+    facts["finetune"] = finetune_facts(run) if recipe.finetune is not None else None
     return facts
+
+
+def finetune_facts(run: Path) -> dict[str, Any] | None:
+    """The finetuning mixture (datasets x languages x templates: records and tokens), the
+    finetune run's metrics and the rank evaluation before and after."""
+    manifest = _json(run / "xp3" / "manifest.json")
+    if manifest is None:
+        return None
+    from bloomforge.mtf.loader import Skipped, read_mtf
+    from bloomforge.tokenizer import load_tokenizer
+
+    mixture = []
+    for dataset, langs in manifest.get("counts", {}).items():
+        for lang, templates in langs.items():
+            written = sum(t["written"] for t in templates.values())
+            mixture.append(
+                {
+                    "dataset": dataset,
+                    "language": lang,
+                    "templates": len(templates),
+                    "records": written,
+                }
+            )
+    tokens = {}
+    saved = sorted((run / "finetune" / "checkpoints").glob("*/tokenizer.json"))
+    tok_file = saved[-1] if saved else None
+    if tok_file is not None:
+        samples = read_mtf(run / "xp3", load_tokenizer(tok_file), Skipped())
+        tokens = {lang: len(s.tokens) for lang, s in samples.items()}
+    return {
+        "mixture": mixture,
+        "tokens": tokens,
+        "metrics": _metrics(run / "finetune" / "metrics.jsonl"),
+        "rank_eval": _json(run / "finetune" / "rank_eval.json"),
+    }
 
 
 def _pct(x: float) -> str:

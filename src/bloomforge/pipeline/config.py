@@ -11,6 +11,10 @@ Sections and the stage that reads them:
   tokens    -> tokens     held-out split and token shards
   model, loader, train, seed -> train   the training recipe of `bloomforge.recipe` (`loader` is
                           its `data` section; `loader.tokens` is filled in by the pipeline)
+  mtf       -> mtf        optional: prompted multitask data (`bloomforge mtf build`)
+  finetune  -> finetune   optional: BLOOMZ-style finetuning of the trained (or an imported)
+                          model on it, rank evaluation over prompts before and after; eval and
+                          export then take the finetuned model
   eval      -> eval       perplexity per language, zero-shot tasks, generations per language
   export    -> export     HF folder (and a logits check against transformers)
   report    -> report     report.html, MODEL_CARD.md, DATA_CARD.md
@@ -22,15 +26,32 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from bloomforge.model.config import ModelConfig
 from bloomforge.recipe import DataConfig, TrainConfig
-from bloomforge.typed_config import apply_overrides, from_dict, load_yaml
+from bloomforge.typed_config import apply_overrides, bounded, from_dict, load_yaml
 
-STAGES = ("corpus", "data", "tokenizer", "tokens", "train", "eval", "export", "report")
+STAGES = (
+    "corpus",
+    "data",
+    "tokenizer",
+    "tokens",
+    "train",
+    "mtf",
+    "finetune",
+    "eval",
+    "export",
+    "report",
+)
 # Names a user may type for a stage (the CLI command names of the stages).
-ALIASES = {"prepare": "data", "tokenize": "tokens", "hf": "export", "evaluate": "eval"}
+ALIASES = {
+    "prepare": "data",
+    "tokenize": "tokens",
+    "hf": "export",
+    "evaluate": "eval",
+    "xp3": "mtf",
+}
 
 
 @dataclass
@@ -85,6 +106,55 @@ class EvalStage:
 
 
 @dataclass
+class MTFStage:
+    """`bloomforge mtf build`: promptsource templates x local datasets -> OUT/xp3."""
+
+    templates: list[str] = field(default_factory=list)  # templates.yaml files or folders
+    tasks: dict[str, str] = field(default_factory=dict)  # dataset name -> its folder or file
+    max_per_dataset: int | None = bounded(2000, ge=1)  # records per dataset x language
+    seed: int = 0
+
+
+@dataclass
+class FinetuneTrainConfig(TrainConfig):
+    """`train` with tr13's defaults (recipes/bloomz-*.yaml) at a size a CPU finishes: constant
+    lr 2e-5, no warmup, weight decay 1e-4, every sample weighing the same (norm_target_loss)."""
+
+    lr: float = bounded(2e-5, ge=0)
+    min_lr: float = bounded(2e-5, ge=0)
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "constant"
+    warmup_tokens: int = bounded(0, ge=0)
+    decay_tokens: int = bounded(1_000_000, gt=0)
+    max_tokens: int | None = bounded(1_000_000, gt=0)
+    weight_decay: float = bounded(1e-4, ge=0)
+    global_batch_size: int = bounded(16, ge=1)
+    micro_batch_size: int = bounded(8, ge=1)
+    norm_target_loss: bool = True
+    precision: Literal["bf16", "fp16", "fp32"] = "fp32"
+
+
+@dataclass
+class FinetuneStage:
+    """Multitask finetuning (`bloomforge finetune`) on OUT/xp3 -> OUT/finetune."""
+
+    init: str | None = None  # None: the train stage's model; else a checkpoint or HF folder
+    loader: DataConfig = field(default_factory=lambda: DataConfig(seq_len=256))
+    train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
+    # held-out rank evaluation, before and after: tasks under every prompt (median over prompts)
+    tasks: list[str] = field(default_factory=list)
+    data: str | None = None  # folder with the task files (xcopa/, copa/, ...)
+    prompts: list[str] = field(default_factory=list)  # promptsource templates
+    limit: int | None = bounded(None, ge=1)
+    batch_size: int = bounded(16, ge=1)
+
+    def __post_init__(self) -> None:
+        if self.loader.tokens is not None or self.loader.mtf is not None:
+            raise ValueError("keys 'loader.tokens' / 'loader.mtf': set by the pipeline; remove")
+        if self.tasks and not self.prompts:
+            raise ValueError("key 'tasks': rank evaluation needs 'prompts' (promptsource files)")
+
+
+@dataclass
 class ExportStage:
     check: bool = True  # load the folder with transformers and compare logits with ours
 
@@ -107,6 +177,8 @@ class RunRecipe:
     model: ModelConfig = field(default_factory=lambda: ModelConfig.from_name("tiny"))
     loader: DataConfig = field(default_factory=lambda: DataConfig(seq_len=256))
     train: TrainConfig = field(default_factory=TrainConfig)
+    mtf: MTFStage | None = None
+    finetune: FinetuneStage | None = None
     eval: EvalStage = field(default_factory=EvalStage)
     export: ExportStage = field(default_factory=ExportStage)
     report: ReportStage = field(default_factory=ReportStage)
@@ -118,6 +190,8 @@ class RunRecipe:
             raise ValueError("key 'loader.tokens': set by the pipeline (OUT/tokens); remove it")
         if self.workers < 1:
             raise ValueError(f"key 'workers': must be >= 1, got {self.workers}")
+        if (self.mtf is None) != (self.finetune is None):
+            raise ValueError("keys 'mtf' and 'finetune': give both sections (or neither)")
 
 
 # The sections each stage reads: its fingerprint hashes exactly these.
@@ -127,6 +201,8 @@ STAGE_SECTIONS = {
     "tokenizer": ("tokenizer",),
     "tokens": ("tokens",),
     "train": ("model", "loader", "train", "seed"),
+    "mtf": ("mtf",),
+    "finetune": ("finetune", "seed"),
     "eval": ("eval",),
     "export": ("export",),
     "report": ("report",),

@@ -154,6 +154,7 @@ def render_html(facts: dict[str, Any]) -> str:
         )
     h += _tokenizer_html(facts)
     h += _model_html(facts)
+    h += _finetune_html(facts)
     h += _eval_html(facts)
     h += _energy_html(facts)
     h.append("<h2>Stages</h2>")
@@ -226,6 +227,74 @@ def _model_html(facts: dict[str, Any]) -> list[str]:
     if facts["metrics"]:
         h += ["<h3>Training curves</h3>", training_curves(facts["metrics"])]
     return h
+
+
+def _finetune_html(facts: dict[str, Any]) -> list[str]:
+    """Multitask finetuning: the mixture, the loss curves, rank evaluation before vs after."""
+    ft = facts.get("finetune")
+    if not ft:
+        return []
+    h = ['<h2 id="finetuning">Multitask finetuning (BLOOMZ-style)</h2>']
+    langs = sorted({m["language"] for m in ft["mixture"]})
+    datasets = sorted({m["dataset"] for m in ft["mixture"]})
+    h.append(
+        f"<p>{sum(m['records'] for m in ft['mixture']):,} prompted records: "
+        f"{len(datasets)} dataset(s) x {len(langs)} language(s); "
+        f"{sum(ft['tokens'].values()):,} tokens (inputs and targets).</p>"
+    )
+    rows = [[m["dataset"], m["language"], m["templates"], m["records"]] for m in ft["mixture"]]
+    h.append(_maybe_collapsed("the mixture", ["dataset", "language", "templates", "records"], rows))
+    if ft["tokens"]:
+        total = sum(ft["tokens"].values()) or 1
+        rows = [[k, v, f"{100 * v / total:.1f}%"] for k, v in sorted(ft["tokens"].items())]
+        h.append(_maybe_collapsed("tokens per language", ["language", "tokens", "share"], rows))
+    if ft["metrics"]:
+        h.append("<h3>Finetuning curves</h3>")
+        h.append(training_curves(ft["metrics"]))
+    rank = ft.get("rank_eval")
+    if rank:
+        before, after = rank["before"], rank["after"]
+        h.append("<h3>Held-out rank evaluation, median accuracy over prompts</h3>")
+        rows = []
+        for task, entry in after.items():
+            for lang, s in entry["summary"].items():
+                b = before.get(task, {}).get("summary", {}).get(lang, {})
+                rows.append(
+                    [
+                        task,
+                        lang,
+                        s["n_prompts"],
+                        f"{b.get('median', float('nan')):.4f}",
+                        f"{s['median']:.4f}",
+                        f"{s['min']:.4f} - {s['max']:.4f}",
+                    ]
+                )
+        h.append(
+            table(["task", "language", "prompts", "before", "after", "after: min - max"], rows)
+        )
+        rows = [
+            [
+                task,
+                name,
+                lang,
+                f"{_prompt_acc(before, task, name, lang):.4f}",
+                f"{m['acc']:.4f}",
+            ]
+            for task, entry in after.items()
+            for name, per in entry["prompts"].items()
+            for lang, m in per.items()
+        ]
+        h.append(
+            _maybe_collapsed(
+                "accuracy per prompt", ["task", "prompt", "language", "before", "after"], rows
+            )
+        )
+    return h
+
+
+def _prompt_acc(results: dict[str, Any], task: str, prompt: str, lang: str) -> float:
+    per = results.get(task, {}).get("prompts", {}).get(prompt, {})
+    return per.get(lang, {}).get("acc", float("nan"))
 
 
 def _eval_html(facts: dict[str, Any]) -> list[str]:

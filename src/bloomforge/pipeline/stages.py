@@ -8,8 +8,12 @@ details for its record:
   tokenizer tokenizer/tokenizer.json, fertility.json     tokenizer.train / tokenizer.fertility
   tokens    heldout/<lang>.jsonl, tokens/manifest.json   data.tokenize.tokenize_corpus
   train     train/ (checkpoints, metrics.jsonl)           training.loop.Trainer
+  mtf       xp3/<lang>.jsonl + manifest.json              mtf.build.build
+  finetune  finetune/ (checkpoints, metrics.jsonl,        training.loop.Trainer (data.mtf),
+            rank_eval.json: before and after)             mtf.rank_eval.run_prompted
   eval      eval/results.json                             evaluation.evaluate, model.generate
   export    hf/ (BloomForCausalLM folder)                 interop.hf.export_hf
+            (eval and export take finetune/ when the recipe finetunes, else train/)
   report    report.html, MODEL_CARD.md, DATA_CARD.md      pipeline.report
 """
 
@@ -193,6 +197,103 @@ def train_stage(ctx: Context) -> dict[str, Any]:
     return {k: summary[k] for k in ("step", "tokens", "skipped", "skip_reasons", "emissions_kg")}
 
 
+def final_model(run: Path, recipe) -> Path:
+    """The model eval, export and the report describe: the finetuned one when there is one."""
+    return run / ("finetune" if recipe.finetune is not None else "train")
+
+
+def mtf_stage(ctx: Context) -> dict[str, Any]:
+    from bloomforge.mtf.build import Task, build
+
+    cfg = ctx.recipe.mtf
+    if not cfg.tasks or not cfg.templates:
+        raise BloomforgeError("mtf: set mtf.templates and mtf.tasks (dataset name: path)")
+    tasks = [Task(name, path) for name, path in cfg.tasks.items()]
+    manifest = build(
+        tasks, cfg.templates, ctx.run / "xp3", max_per_dataset=cfg.max_per_dataset, seed=cfg.seed
+    )
+    total = manifest["totals"]["written"]
+    ctx.echo(f"[mtf] {total:,} prompted records in {len(manifest['files'])} language(s)")
+    return {"records": total, "languages": sorted(manifest["files"])}
+
+
+def finetune_recipe(ctx: Context):
+    """The `bloomforge.recipe.Recipe` the finetune stage runs (`bloomforge finetune`'s)."""
+    from bloomforge.recipe import EvalConfig, Recipe, TokenizerConfig
+
+    r, ft = ctx.recipe, ctx.recipe.finetune
+    init = ft.init or str(ctx.run / "train")
+    return Recipe(
+        data=dataclasses.replace(ft.loader, mtf=str(ctx.run / "xp3")),
+        tokenizer=TokenizerConfig(path=None if ft.init else str(ctx.run / "tokenizer")),
+        train=ft.train,
+        eval=EvalConfig(
+            tasks=ft.tasks,
+            data=ft.data,
+            limit=ft.limit,
+            batch_size=ft.batch_size,
+            prompts=ft.prompts,
+        ),
+        init=init,
+        seed=r.seed,
+        out=str(ctx.run / "finetune"),
+    )
+
+
+def _rank_eval(ckpt_dir: str | Path, ft, device: str) -> dict[str, Any]:
+    import torch
+
+    from bloomforge.checkpoint import load_state
+    from bloomforge.evaluation.scoring import Scorer
+    from bloomforge.evaluation.tasks import get_task
+    from bloomforge.model import BloomLM
+    from bloomforge.mtf.rank_eval import load_prompts, run_prompted
+    from bloomforge.tokenizer import load_tokenizer
+    from bloomforge.training.init import init_model_config, init_state, init_tokenizer
+
+    with torch.device("meta"):
+        model = BloomLM(init_model_config(ckpt_dir))
+    load_state(model, init_state(ckpt_dir), str(ckpt_dir), device)
+    scorer = Scorer(model, load_tokenizer(init_tokenizer(ckpt_dir)), device, ft.batch_size)
+    specs = [get_task(n) for n in ft.tasks]
+    with torch.no_grad():
+        return run_prompted(scorer, specs, Path(ft.data), load_prompts(ft.prompts), ft.limit)
+
+
+def finetune_stage(ctx: Context) -> dict[str, Any]:
+    from bloomforge.checkpoint import run_checkpoints
+    from bloomforge.devices import resolve_device
+    from bloomforge.training.loop import Trainer
+
+    ft = ctx.recipe.finetune
+    out = ctx.run / "finetune"
+    if not ctx.resume:
+        clear(out)
+    recipe = finetune_recipe(ctx)
+    if ft.tasks and ft.data is None:
+        raise BloomforgeError("finetune.tasks needs finetune.data (the folder with xcopa/, ...)")
+    device = resolve_device(ft.train.device, "finetune.train.device")
+    before = _rank_eval(recipe.init, ft, device) if ft.tasks else None
+    summary = Trainer(recipe, resume=bool(run_checkpoints(out))).fit()
+    if summary["stopped"]:  # saved a checkpoint; the next `run` resumes from it
+        raise KeyboardInterrupt
+    details = {k: summary[k] for k in ("step", "tokens", "skipped", "skip_reasons")}
+    if before is not None:
+        after = _rank_eval(out, ft, device)
+        (out / "rank_eval.json").write_text(
+            json.dumps({"before": before, "after": after}, indent=1) + "\n", encoding="utf-8"
+        )
+        for task in after:
+            for lang, s in after[task]["summary"].items():
+                b = before[task]["summary"][lang]["median"]
+                ctx.echo(f"[finetune] {task} {lang}: median acc {b:.3f} -> {s['median']:.3f}")
+        details["rank_eval"] = {
+            task: {lang: s["median"] for lang, s in after[task]["summary"].items()}
+            for task in after
+        }
+    return details
+
+
 def _prompts(ctx: Context) -> dict[str, list[str]]:
     cfg = ctx.recipe.eval
     if cfg.prompts:
@@ -219,7 +320,7 @@ def eval_stage(ctx: Context) -> dict[str, Any]:
 
     cfg = ctx.recipe.eval
     device = resolve_device(ctx.recipe.train.device, "train.device")
-    ckpt = load_checkpoint(ctx.run / "train", device=device)
+    ckpt = load_checkpoint(final_model(ctx.run, ctx.recipe), device=device)
     tokenizer = ckpt.tokenizer()
     scorer = Scorer(ckpt.model, tokenizer, device, cfg.batch_size)
     results: dict[str, Any] = {"checkpoint": str(ckpt.path)}
@@ -258,10 +359,11 @@ def eval_stage(ctx: Context) -> dict[str, Any]:
 def export_stage(ctx: Context) -> dict[str, Any]:
     from bloomforge.interop.hf import export_hf
 
-    out = export_hf(ctx.run / "train", ctx.run / "hf")
+    model = final_model(ctx.run, ctx.recipe)
+    out = export_hf(model, ctx.run / "hf")
     details: dict[str, Any] = {"folder": str(out)}
     if ctx.recipe.export.check:
-        details["check"] = check_export(ctx.run / "train", out)
+        details["check"] = check_export(model, out)
         ctx.echo(f"[export] transformers logits match ours (max |diff| {details['check']:.2e})")
     return details
 
@@ -313,11 +415,21 @@ def pipeline_stages(recipe) -> list[Stage]:
             tokens_stage,
         ),
         Stage("train", ("tokens",), ("train/checkpoints",), train_stage),
-        Stage("eval", ("train", "tokens"), ("eval/results.json",), eval_stage),
-        Stage("export", ("train",), ("hf/config.json",), export_stage),
+    ]
+    final: tuple[str, ...] = ("train",)
+    if recipe.finetune is not None:
+        ft_needs = ("mtf",) if recipe.finetune.init else ("mtf", "train")
+        stages += [
+            Stage("mtf", (), ("xp3/manifest.json",), mtf_stage),
+            Stage("finetune", ft_needs, ("finetune/checkpoints",), finetune_stage),
+        ]
+        final = ("train", "finetune")
+    stages += [
+        Stage("eval", (*final, "tokens"), ("eval/results.json",), eval_stage),
+        Stage("export", final, ("hf/config.json",), export_stage),
         Stage(
             "report",
-            ("data", "tokenizer", "tokens", "train", "eval", "export"),
+            ("data", "tokenizer", "tokens", *final, "eval", "export"),
             ("report.html", "MODEL_CARD.md", "DATA_CARD.md"),
             report_stage,
         ),
