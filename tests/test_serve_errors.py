@@ -75,6 +75,31 @@ def test_bad_request_names_the_field_and_the_server_goes_on(http, raw, body, sta
     assert ok.status_code == 200 and len(ok.json()["choices"]) == 1
 
 
+MORE_BAD = [
+    ({**GOOD, "prefix_len": 2}, "prefix_len"),  # a causal model has no prefix
+    ({**GOOD, "top_k": -2}, "top_k"),
+    ({**GOOD, "seed": "7"}, "seed"),
+    ({**GOOD, "logprobs": -1}, "logprobs"),
+    ({**GOOD, "stop": ["ok", ""]}, "stop"),
+    ({**GOOD, "echo": "true"}, "echo"),
+    ({**GOOD, "return_tokens_as_token_ids": 1}, "return_tokens_as_token_ids"),
+    ({**GOOD, "prompt": list(range(70, 330))}, "prompt"),  # 260 ids: over the 256 context
+    ({**GOOD, "prompt": [[5, 6], []]}, "prompt.1"),
+    ({**GOOD, "prompt": {"text": "x"}}, "prompt"),
+    ({**GOOD, "n": 10**30}, "n"),
+    ({**GOOD, "stream": True, "max_tokens": 10_000}, "max_tokens"),  # refused before streaming
+]
+
+
+@pytest.mark.parametrize(("body", "param"), MORE_BAD)
+def test_more_bad_requests(http, body, param):
+    r = http.post("/v1/completions", json=body)
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.json()["error"]["param"] == param
+    assert http.post("/v1/completions", json=GOOD).status_code == 200
+
+
 def test_other_endpoints_refuse_bad_input(http):
     r = http.post("/tokenize", json={"text": "x"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
@@ -114,3 +139,47 @@ def test_api_key(engine):
         auth = {"Authorization": "Bearer s3cret"}
         assert c.post("/v1/completions", json=GOOD, headers=auth).status_code == 200
         assert c.get("/health").status_code == 200
+
+
+def test_api_key_guards_every_route_but_health_metrics_and_page(engine):
+    from bloomforge.serve.app import create_app
+
+    with TestClient(create_app(engine, api_key="s3cret")) as c:
+        for method, path, body in [
+            ("post", "/v1/completions", {**GOOD, "stream": True}),
+            ("post", "/tokenize", {"prompt": "x"}),
+            ("post", "/detokenize", {"tokens": [70]}),
+            ("get", "/v1/models", None),
+            ("get", "/tokenizer_info", None),
+        ]:
+            r = getattr(c, method)(path, **({"json": body} if body else {}))
+            assert r.status_code == 401, path
+            wrong = {"Authorization": "Bearer nope"}
+            assert (
+                getattr(c, method)(
+                    path, headers=wrong, **({"json": body} if body else {})
+                ).status_code
+                == 401
+            )
+        for path in ("/", "/health", "/metrics"):
+            assert c.get(path).status_code == 200
+        assert 'path="/v1/models",status="401"' in c.get("/metrics").text
+
+
+def test_cli_binds_localhost_by_default_and_refuses_bad_flags(tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    from bloomforge.cli import main
+
+    ck = make_checkpoint(tmp_path / "ck")
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app))
+    assert main(["serve", str(ck), "--port", "8123", "--api-key", "k"]) == 0
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    with TestClient(seen["app"]) as c:  # the app the command built: the key is required
+        assert c.get("/v1/models").status_code == 401
+        assert c.get("/v1/models", headers={"Authorization": "Bearer k"}).status_code == 200
+    capsys.readouterr()
+    assert main(["serve", str(ck), "--max-batch", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--max-batch" in err and len(err.splitlines()) == 1
