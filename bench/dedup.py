@@ -49,6 +49,7 @@ from datatrove.pipeline.dedup.minhash import (
 )
 
 from bloomforge.data.dedup import DedupConfig
+from bloomforge.data.dedup.find import minhash_pairs
 from bloomforge.data.dedup.near import first_of_components, simhash_representatives
 from bloomforge.data.dedup.stages import BloomMinhashSignature, SplitWords, minhash_config
 from bloomforge.data.dedup.text import hash64, text_key, text_simhash
@@ -175,14 +176,24 @@ def run_datasketch(texts: list[str], ngram: int, threshold: float, perm: int = 1
 
 
 def run_datatrove(
-    texts: list[str], ngrams: int, buckets: int, per_bucket: int, signature=MinhashDedupSignature
+    texts: list[str],
+    ngrams: int,
+    buckets: int,
+    per_bucket: int,
+    signature=MinhashDedupSignature,
+    min_similarity: float | None = None,
 ) -> np.ndarray:
-    """datatrove's MinHash stages (signatures, buckets, clusters) on disk, one signature task."""
-    cfg = minhash_config(
-        DedupConfig(
-            minhash_ngrams=ngrams, minhash_buckets=buckets, minhash_hashes_per_bucket=per_bucket
-        )
+    """datatrove's MinHash stages (signatures, buckets, clusters) on disk, one signature task.
+
+    With `min_similarity` (bloomforge): the buckets' candidate pairs checked against the whole
+    signatures and joined by `ResolveDuplicates`' code instead of datatrove's clustering."""
+    dedup = DedupConfig(
+        minhash_ngrams=ngrams,
+        minhash_buckets=buckets,
+        minhash_hashes_per_bucket=per_bucket,
+        minhash_min_similarity=min_similarity or 0.0,
     )
+    cfg = minhash_config(dedup)
     work = Path(tempfile.mkdtemp(prefix="bench-dedup-"))
 
     def reader(data, rank: int = 0, world_size: int = 1):
@@ -192,13 +203,19 @@ def run_datatrove(
     stages = [
         ([reader, signature(str(work / "s"), cfg, language=SplitWords())], 1),
         ([MinhashDedupBuckets(str(work / "s"), str(work / "b"), config=cfg)], buckets),
-        ([MinhashDedupCluster(str(work / "b"), str(work / "c"), cfg, save_cluster_id=True)], 1),
     ]
+    if min_similarity is None:
+        cluster = MinhashDedupCluster(str(work / "b"), str(work / "c"), cfg, save_cluster_id=True)
+        stages.append(([cluster], 1))
     try:
         for i, (pipeline, tasks) in enumerate(stages):
             logs = str(work / f"logs{i}")
             # datatrove's LocalPipelineExecutor, its task logs to files only (as data prepare)
             FileLoggedExecutor(pipeline, tasks=tasks, workers=1, logging_dir=logs).run()
+        if min_similarity is not None:
+            offsets = np.zeros(1, dtype=np.int64)  # one signature task
+            pairs = minhash_pairs(work / "s", work / "b", dedup, offsets)
+            return first_of_components(len(texts), pairs)
         labels = np.arange(len(texts))
         path = work / "c" / "000000.clusters"
         if path.is_file():
@@ -209,9 +226,12 @@ def run_datatrove(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_bloom_minhash(texts: list[str], ngrams: int, buckets: int, per_bucket: int) -> np.ndarray:
-    """The MinHash stage of `data prepare`: datatrove's stages with bloomforge's shingles."""
-    return run_datatrove(texts, ngrams, buckets, per_bucket, signature=BloomMinhashSignature)
+def run_bloom_minhash(
+    texts: list[str], ngrams: int, buckets: int, per_bucket: int, min_similarity: float = 0.4
+) -> np.ndarray:
+    """The MinHash of `data prepare`: datatrove's signature and bucket stages with bloomforge's
+    shingles, candidate pairs checked against the whole signatures (`find.minhash_pairs`)."""
+    return run_datatrove(texts, ngrams, buckets, per_bucket, BloomMinhashSignature, min_similarity)
 
 
 # (bands, rows) -> LSH threshold about (1/bands)^(1/rows): 0.72, 0.55, 0.45, 0.84, 0.40, 0.44,
@@ -244,6 +264,7 @@ FIXED = {  # published / default settings, measured as they are
             "ngrams": DEFAULT.minhash_ngrams,
             "buckets": DEFAULT.minhash_buckets,
             "per_bucket": DEFAULT.minhash_hashes_per_bucket,
+            "min_similarity": DEFAULT.minhash_min_similarity,
         },
     ),
     "bloomforge preset roots (SimHash w6 k4 6 blocks)": (

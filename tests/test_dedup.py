@@ -290,3 +290,37 @@ def test_config_rejects_a_search_that_cannot_work():
         DedupConfig(preset="roots", simhash_max_distance=6, simhash_blocks=6)
     with pytest.raises(BloomforgeError, match="template_min_count"):
         DedupConfig(template_min_count=0)
+
+
+def test_minhash_candidates_are_checked_against_whole_signatures(tmp_path):
+    """Documents of 8 sentences of their own and 4 of a shared pool of 8 (boilerplate) share
+    3-grams: Jaccard up to about 0.27 (brute force below), and one equal band of 20 x 3 joins a
+    third of such pairs. Checked against the whole signatures (the default, 0.4) only the planted
+    one-word copies go; unchecked (`minhash_min_similarity: 0`, datatrove's clustering)
+    documents that are not copies go too."""
+    lines = _sentences("fr")
+    pool = lines[:8]
+    docs = []
+    for i in range(60):
+        own = lines[8 + 8 * i : 16 + 8 * i]
+        docs.append(" ".join(own[:4] + [pool[(i + 2 * k) % 8] for k in range(4)] + own[4:]))
+    copies = {i: _edit(docs[i], random.Random(i), 1) for i in range(5)}
+    rows = [_doc(f"d{i}", t, "fr") for i, t in enumerate(docs)]
+    rows += [_doc(f"c{i}", t, "fr") for i, t in copies.items()]
+    _write(tmp_path / "in", [rows])
+
+    def grams(text: str) -> set[str]:
+        words = text.lower().split()
+        return {" ".join(words[i : i + 3]) for i in range(len(words) - 2)}
+
+    sets = [grams(d) for d in docs]
+    jaccard = [len(a & b) / len(a | b) for i, a in enumerate(sets) for b in sets[i + 1 :]]
+    assert 0.2 < max(jaccard) < 0.3  # the reference: related by boilerplate, not copies
+    removed = {}
+    for name, cut in (("checked", 0.4), ("unchecked", 0.0)):
+        config = DedupConfig(**(OFF | {"minhash": True, "minhash_min_similarity": cut}))
+        _run(tmp_path / "in", tmp_path / name / "out", config, tasks=1)
+        kept = {d["id"] for docs in _outputs(tmp_path / name / "out").values() for d in docs}
+        removed[name] = {d["id"] for d in rows} - kept
+    assert removed["checked"] == {f"c{i}" for i in copies}
+    assert removed["unchecked"] > removed["checked"]

@@ -49,6 +49,9 @@ class DedupConfig:
     minhash_ngrams: int = 3
     minhash_buckets: int = 20
     minhash_hashes_per_bucket: int = 3
+    # A candidate pair (one band equal) counts only when the whole signatures agree on at least
+    # this share of hashes (estimated Jaccard); 0: every candidate, as datatrove's clustering.
+    minhash_min_similarity: float = 0.4
     minhash_seed: int = 1
     # Exact substrings (Lee et al. 2022, "Deduplicating Training Data Makes Language Models
     # Better"): spans of >= 50 bytes already seen earlier in the corpus are cut out.
@@ -80,6 +83,9 @@ class DedupConfig:
         ):
             if getattr(self, key) < 1:
                 raise BloomforgeError(f"dedup: {key} must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.minhash_min_similarity <= 1:
+            value = self.minhash_min_similarity
+            raise BloomforgeError(f"dedup: minhash_min_similarity must be in [0, 1], got {value}")
         if self.substring_shard_bytes < self.substring_min_bytes:
             raise BloomforgeError("dedup: substring_shard_bytes must be >= substring_min_bytes")
 

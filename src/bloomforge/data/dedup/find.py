@@ -23,7 +23,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from .config import DedupConfig
 from .io import load_arrays, position, save_arrays, save_json
-from .near import group_representatives, simhash_representatives
+from .near import first_of_components, group_representatives, simhash_representatives
 from .text import shingle_hashes, simhash, template_line_keys, text_key, url_key
 
 REASONS = ("kept", "exact_text", "exact_url", "simhash", "minhash")
@@ -83,6 +83,61 @@ def _minhash_cluster_ids(folder: Path, rank_positions: dict[int, np.ndarray]) ->
     return clusters
 
 
+SENTINEL = 0xFFFFFFFF  # datatrove's doc id for a match with an index (not used here)
+
+
+def minhash_pairs(
+    sig_dir: Path, bucket_dir: Path, config: DedupConfig, offsets: np.ndarray
+) -> np.ndarray:
+    """Near-duplicate pairs (P, 2) of global document indices (`offsets[rank] + doc index`).
+
+    The candidates are what datatrove's `MinhashDedupBuckets` found (documents sharing one band
+    of `minhash_hashes_per_bucket` hashes, written to `*.dups`). A candidate is kept when the two
+    documents' whole signatures (datatrove's `*.minhash.sig`, every band) agree on at least
+    `minhash_min_similarity` of their hashes, the MinHash estimate of their Jaccard similarity.
+    Without this check a band shared by chance joins documents of Jaccard 0.2-0.3 (one in four
+    such pairs with 20 bands x 3 rows): formulaic text (message catalogues) loses documents that
+    are not copies. Only the signatures of candidate documents are held in memory."""
+    found = [np.fromfile(p, dtype="<u4").reshape(-1, 4) for p in sorted(bucket_dir.glob("*.dups"))]
+    raw = np.concatenate(found) if found else np.zeros((0, 4), np.uint32)
+    raw = raw[raw[:, 0] != SENTINEL].astype(np.int64)
+    pairs = np.stack([offsets[raw[:, 0]] + raw[:, 1], offsets[raw[:, 2]] + raw[:, 3]], axis=1)
+    if pairs.size == 0 or config.minhash_min_similarity <= 0:
+        return pairs
+    needed = np.unique(pairs)
+    per = config.minhash_hashes_per_bucket
+    sigs = np.zeros((needed.size, config.minhash_buckets * per), dtype=np.uint64)
+    record = np.dtype([("hashes", "<u8", (per,)), ("doc", "<u4")])
+    for band in range(config.minhash_buckets):
+        for path in sorted((sig_dir / f"bucket_{band:03d}").glob("*.minhash.sig")):
+            rows = np.fromfile(path, dtype=record)
+            index = offsets[int(path.name.split(".")[0])] + rows["doc"].astype(np.int64)
+            at = np.searchsorted(needed, index).clip(max=needed.size - 1)
+            hit = needed[at] == index
+            sigs[at[hit], band * per : (band + 1) * per] = rows["hashes"][hit]
+    a, b = np.searchsorted(needed, pairs[:, 0]), np.searchsorted(needed, pairs[:, 1])
+    agree = (sigs[a] == sigs[b]).mean(axis=1)
+    return pairs[agree >= config.minhash_min_similarity]
+
+
+def _write_clusters(folder: Path, ranks: list[int], offsets: np.ndarray, rep: np.ndarray) -> None:
+    """The verified clusters in the layout of datatrove's MinhashDedupCluster `.clusters` files
+    (per task: document index, cluster id), for the readers of that layout (`data inspect`).
+    `rep`: per global document index, its cluster's first document (the cluster id)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.clusters"):
+        old.unlink()
+    members = np.flatnonzero(np.bincount(rep, minlength=rep.size)[rep] > 1)
+    for i, rank in enumerate(ranks):
+        end = offsets[ranks[i + 1]] if i + 1 < len(ranks) else rep.size
+        mine = members[(members >= offsets[rank]) & (members < end)]
+        if mine.size:
+            rows = np.stack([mine - offsets[rank], rep[mine]], axis=1).astype("<u4")
+            tmp = folder / f".{rank:06d}.clusters.tmp"
+            tmp.write_bytes(rows.tobytes())
+            tmp.replace(folder / f"{rank:06d}.clusters")
+
+
 class ResolveDuplicates(PipelineStep):
     """One task: reads all signatures (and MinHash clusters) and decides every document."""
 
@@ -139,12 +194,7 @@ class ResolveDuplicates(PipelineStep):
             ]
             reps["simhash"] = rep
         if cfg.minhash and self.minhash_dir:
-            clusters = _minhash_cluster_ids(Path(self.minhash_dir), rank_positions)
-            keys = np.zeros(n, dtype=np.uint64)
-            if clusters:
-                at = np.searchsorted(cols["pos"], np.fromiter(clusters, np.uint64, len(clusters)))
-                keys[at] = np.fromiter(clusters.values(), np.uint64, len(clusters)) + 1
-            reps["minhash"] = group_representatives(keys)
+            reps["minhash"] = self._minhash(cols["pos"], rank_positions)
         removed: dict[str, Counter] = {}
         clusters_found: dict[str, Counter] = {}
         for method, rep in reps.items():  # earlier methods name the reason first
@@ -164,6 +214,20 @@ class ResolveDuplicates(PipelineStep):
             "template_lines": per_lang,
         }
         return summary, reason, templates
+
+    def _minhash(self, pos: np.ndarray, rank_positions: dict[int, np.ndarray]) -> np.ndarray:
+        """Index of each document's first near copy (corpus order), from verified pairs."""
+        folder = Path(self.minhash_dir)
+        ranks = sorted(rank_positions)
+        sizes = np.array([rank_positions[r].size for r in ranks], dtype=np.int64)
+        offsets = np.zeros(max(ranks) + 1, dtype=np.int64)
+        offsets[ranks] = np.cumsum(sizes) - sizes
+        pairs = minhash_pairs(folder / "sigs", folder / "buckets", self.config, offsets)
+        where = np.concatenate([rank_positions[r] for r in ranks])  # global index -> position
+        at = np.searchsorted(pos, where)  # global index -> corpus order
+        rep = first_of_components(pos.size, at[pairs])
+        _write_clusters(folder / "clusters", ranks, offsets, rep[at])
+        return rep
 
     def _templates(self, cols: dict[str, np.ndarray], reason: np.ndarray):
         """Keys of lines seen >= template_min_count times in documents that stay."""

@@ -9,7 +9,8 @@ shows: duplicates and clusters per method and language, template lines, bytes cu
 Stages (those of methods switched off are left out):
 1. `dedup_signatures` (tasks): keys per document; datatrove's MinhashDedupSignature if minhash.
 2. `dedup_minhash_buckets` (minhash_buckets tasks): datatrove's MinhashDedupBuckets.
-3. `dedup_find` (1 task): datatrove's MinhashDedupCluster, then `ResolveDuplicates`.
+3. `dedup_find` (1 task): `ResolveDuplicates` (MinHash: datatrove's candidate pairs, each checked
+   against the whole signatures, then connected components).
 4. `dedup_substrings_index` (1 task): suffix arrays over what stays, per language shard.
 5. `dedup_filter` (tasks): duplicate filters, template-line and substring removal, writer.
 """
@@ -27,7 +28,6 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup.minhash import (
     MinhashConfig,
     MinhashDedupBuckets,
-    MinhashDedupCluster,
     MinhashDedupSignature,
 )
 from datatrove.utils.hashing import HashConfig
@@ -144,9 +144,7 @@ def dedup_stages(
     cfg, work = config, Path(work_dir)
     tasks = max(1, int(tasks))
     stages: list[DedupStage] = []
-    mh_sigs, mh_buckets, mh_clusters = (
-        str(work / "minhash" / d) for d in ("sigs", "buckets", "clusters")
-    )
+    mh_sigs, mh_buckets = (str(work / "minhash" / d) for d in ("sigs", "buckets"))
     if cfg.any_signature or cfg.minhash:
         sig_pipeline: list[PipelineStep] = [
             PositionReader(input_dir),
@@ -161,12 +159,8 @@ def dedup_stages(
         if cfg.minhash:
             buckets = MinhashDedupBuckets(mh_sigs, mh_buckets, config=minhash_config(cfg))
             stages.append(DedupStage("dedup_minhash_buckets", [buckets], cfg.minhash_buckets))
-            find.append(
-                MinhashDedupCluster(
-                    mh_buckets, mh_clusters, minhash_config(cfg), save_cluster_id=True
-                )
-            )
-        find.append(ResolveDuplicates(str(work), cfg, mh_clusters if cfg.minhash else None))
+        minhash_dir = str(work / "minhash") if cfg.minhash else None
+        find.append(ResolveDuplicates(str(work), cfg, minhash_dir))
         stages.append(DedupStage("dedup_find", find, 1))
     if cfg.substrings:
         index = [PositionReader(input_dir), SubstringIndex(str(work), cfg)]
