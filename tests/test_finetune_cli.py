@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -360,3 +361,16 @@ def test_in_loop_eval_in_pretraining_equals_offline_eval(pre, tmp_path):
     ]:
         with pytest.raises(BloomforgeError, match=message):
             check_supported(load_recipe(pre / "config.yaml", [*argv[2:], bad]))
+
+
+def test_best_fit_packing_through_the_cli_fills_rows_better(pre, xp3, ft, tmp_path):
+    run = tmp_path / "run"
+    args = _finetune_args(pre, xp3, run, **{"data.packing": "best_fit", "train.save_every": 0})
+    assert main(["finetune", RECIPE, *args]) == 0
+
+    def packing(r: Path) -> float:
+        rows = [json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()]
+        return statistics.mean(x["packing"] for x in rows if x["kind"] == "train")
+
+    assert packing(run) > packing(ft) + 0.02
+    assert load_recipe(run / "config.yaml").data.packing == "best_fit"

@@ -206,3 +206,23 @@ def test_no_gradient_from_the_predictions_of_input_tokens():
     counted = batch.targets[0] != IGNORE
     assert bool((per_position[~counted] == 0).all())  # inputs, boundaries, padding
     assert bool((per_position[counted] > 0).all())
+
+
+def test_best_fit_packing_places_every_sample_once_and_wastes_less():
+    from bloomforge.mtf.loader import _BestFitPacking
+
+    rng = np.random.default_rng(1)
+    sizes = rng.integers(5, 300, size=3000)
+    sizes[7] = 2000  # longer than a row: skipped
+    row_len = 1025
+    best, greedy = _BestFitPacking(sizes, row_len, seed=3), _Packing(sizes, row_len, seed=3)
+    best._next_epoch()  # one epoch of each
+    greedy._next_epoch()
+    placed = np.concatenate(best.rows)
+    assert sorted(placed.tolist()) == sorted(set(range(3000)) - {7})  # each sample once
+    assert best.too_long == greedy.too_long == 1
+    assert all(sizes[r].sum() <= row_len for r in best.rows)
+    fill = sizes[placed].sum() / (len(best.rows) * row_len)
+    greedy_tokens = sum(sizes[greedy.order[0][a:b]].sum() for a, b in greedy.rows)
+    greedy_fill = greedy_tokens / (len(greedy.rows) * row_len)
+    assert fill > 0.98 and fill > greedy_fill + 0.03

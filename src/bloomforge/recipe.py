@@ -24,6 +24,10 @@ class DataConfig:
     # build`, or your own), packed as BLOOMZ was trained (bloomforge.mtf.loader); groups are
     # its languages, weighted by `weights` or tokens^alpha.
     mtf: str | None = None
+    # How data.mtf samples fill rows: "megatron", greedily in shuffled order as BLOOMZ was
+    # trained (a row closes when the next sample does not fit), or "best_fit", first-fit
+    # decreasing over windows of 1024 shuffled samples (fewer padding tokens; bench/finetune.py)
+    packing: Literal["megatron", "best_fit"] = "megatron"
     seq_len: int = bounded(2048, ge=1)
     # Mixing units of the loader: sources (BLOOM weighted its datasets) or languages.
     group_by: Literal["source", "language"] = "source"

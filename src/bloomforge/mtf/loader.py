@@ -246,6 +246,51 @@ class _Packing:
         return np.asarray([self.order[i // n][i % n] for i in range(a, b)], dtype=np.int64)
 
 
+class _BestFitPacking:
+    """One language's training rows packed tighter than Megatron does (`data.packing:
+    best_fit`): each epoch's shuffled samples are taken in windows of WINDOW, longest first,
+    and each goes into the first row of its window with room left (first-fit decreasing).
+    Rows come out in the order they were opened; a sample longer than a row is skipped."""
+
+    WINDOW = 1024
+
+    def __init__(self, sizes: np.ndarray, row_len: int, seed: int) -> None:
+        self.sizes, self.row_len = sizes, row_len
+        self.rng = np.random.RandomState(seed % 2**32)
+        self.order: list[np.ndarray] = []
+        self.rows: list[np.ndarray] = []
+        self.too_long = 0
+
+    def _next_epoch(self) -> None:
+        ids = np.arange(len(self.sizes), dtype=np.int64)
+        self.rng.shuffle(ids)
+        self.order.append(ids)
+        fits = ids[self.sizes[ids] <= self.row_len]
+        if len(self.order) == 1:
+            self.too_long = len(ids) - len(fits)
+        for start in range(0, len(fits), self.WINDOW):
+            window = fits[start : start + self.WINDOW]
+            window = window[np.argsort(-self.sizes[window], kind="stable")]
+            bins: list[list[int]] = []
+            free: list[int] = []
+            for i in window.tolist():
+                n = int(self.sizes[i])
+                for b, room in enumerate(free):
+                    if n <= room:
+                        bins[b].append(i)
+                        free[b] -= n
+                        break
+                else:
+                    bins.append([i])
+                    free.append(self.row_len - n)
+            self.rows += [np.asarray(b, dtype=np.int64) for b in bins]
+
+    def row(self, k: int) -> np.ndarray:
+        while len(self.rows) <= k:
+            self._next_epoch()
+        return self.rows[k]
+
+
 class MTFLoader:
     """Packed xP3 rows, blended across languages; the interface of `MixtureLoader`."""
 
@@ -259,6 +304,7 @@ class MTFLoader:
         weights: dict[str, float] | None = None,
         alpha: float = 1.0,
         valid_fraction: float = 0.05,
+        packing: str = "megatron",
     ) -> None:
         self.root, self.seq_len, self.seed = Path(root), seq_len, seed
         self.row_len = seq_len + 1
@@ -286,9 +332,10 @@ class MTFLoader:
                     f"data.mtf: no training sample of '{lang}' fits in data.seq_len={seq_len} "
                     "(+1) tokens; raise data.seq_len"
                 )
-        self._packing = {
-            g: _Packing(self._train[g].sizes(), self.row_len, seed) for g in self.groups
-        }
+        if packing not in ("megatron", "best_fit"):
+            raise BloomforgeError(f"data.packing={packing}: expected megatron or best_fit")
+        kind = _Packing if packing == "megatron" else _BestFitPacking
+        self._packing = {g: kind(self._train[g].sizes(), self.row_len, seed) for g in self.groups}
         self.weights = self._mixture(weights, alpha)
         self._w = [self.weights[g] for g in self.groups]
         self._counts = [0] * len(self.groups)

@@ -254,6 +254,7 @@ class Trainer:
                 weights=data.weights,
                 alpha=data.alpha,
                 valid_fraction=data.valid_fraction,
+                packing=data.packing,
             )
         return MixtureLoader(
             data.tokens,
