@@ -61,8 +61,12 @@ def ray_cluster(tmp_path_factory) -> Iterator[RayCluster]:
         "--num-cpus=2", "--include-dashboard=false", "--object-store-memory=100000000",
         "--disable-usage-stats", f"--temp-dir={temp}",
     ]  # fmt: skip
+    # Token authentication off for the cluster and every driver of the session (this process,
+    # the local Ray of a test): Ray turns it on for `ray start` when ~/.ray/auth_token exists,
+    # but not for a driver connecting to it.
+    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    saved = os.environ.get("RAY_ADDRESS")
     with log.open("w") as f:
         proc = subprocess.Popen(
             cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -77,10 +81,11 @@ def ray_cluster(tmp_path_factory) -> Iterator[RayCluster]:
         os.environ["RAY_ADDRESS"] = address
         yield RayCluster(address, temp)
     finally:
-        if saved is None:
-            os.environ.pop("RAY_ADDRESS", None)
-        else:
-            os.environ["RAY_ADDRESS"] = saved
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         # SIGTERM makes `ray start --block` stop every process it started
         proc.send_signal(signal.SIGTERM)
         try:

@@ -14,6 +14,7 @@ import gzip
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -104,7 +105,9 @@ class Crash:
         return data
 
 
-def test_ray_failed_task_stops_the_run_with_its_stage(corpus, ray_cluster, monkeypatch):
+def test_ray_failed_task_stops_the_run_with_its_stage(corpus, monkeypatch):
+    """Without RAY_ADDRESS: on a Ray started for the run, shut down when it stops."""
+    import ray
     import ray.cloudpickle
 
     root, config, _, _ = corpus
@@ -118,6 +121,7 @@ def test_ray_failed_task_stops_the_run_with_its_stage(corpus, ray_cluster, monke
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     monkeypatch.setattr(pipeline_mod, "build_stages", with_crash)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     out = root / "ray-crash"
     error = r"stage filter/fr: 1 of 2 tasks failed \(ranks \[1\]\); see .*filter/fr/logs/"
     with pytest.raises(BloomforgeError, match=error):
@@ -126,6 +130,19 @@ def test_ray_failed_task_stops_the_run_with_its_stage(corpus, ray_cluster, monke
     completed = sorted(p.relative_to(out / "logs") for p in out.glob("logs/**/completions/*"))
     assert completed == [Path("filter/fr/completions/00000")]  # task 0 ran, nothing after
     assert "injected failure" in (out / "logs/filter/fr/logs/task_00001.log").read_text()
+    assert not ray.is_initialized()
+
+
+def test_ray_address_without_a_cluster_is_a_one_line_error(corpus, monkeypatch, capsys):
+    root, config, _, _ = corpus
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    args = ["--config", str(config), "--out", str(root / "ray-none"), "--executor", "ray"]
+    assert main(["data", "prepare", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"bloomforge: RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster answers")
 
 
 def _squeue(job_name: str) -> list[str]:

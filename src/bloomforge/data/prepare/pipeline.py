@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -333,17 +335,45 @@ def _run(config: PrepareConfig, out: Path, workers: int, executor: str) -> dict:
     return write_stats(out, to_dict(config), [s.meta() for s in stages], settings)
 
 
+def _ray_address() -> str:
+    """The cluster at RAY_ADDRESS (checked to answer: Ray would retry a dead one for ever), else
+    "local": a Ray started for this run alone. Not Ray's own default, which also tries the last
+    cluster `ray start` began on this machine, even when it is gone."""
+    address = os.environ.get("RAY_ADDRESS", "")
+    if not address:
+        return "local"
+    if address == "auto" or "://" in address:  # Ray's discovery, Ray Client: as Ray does them
+        return address
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as e:
+        raise BloomforgeError(
+            f"RAY_ADDRESS={address}: no Ray cluster answers there ({e}); start one "
+            "(ray start --head) or unset RAY_ADDRESS to run on a Ray started for this run"
+        ) from e
+    return address
+
+
 def _run_on_ray(stages: list[Stage], executors: list[Any]) -> None:
     """Each stage on the Ray cluster in turn; a stage with failed tasks stops the run.
 
-    Connects with `ray.init()`: the cluster at RAY_ADDRESS, else the last one `ray start`
-    began on this machine, else a new local one for this run (shut down at the end).
+    Connects to the cluster at RAY_ADDRESS, else starts a local Ray for this run (and shuts it
+    down at the end); a Ray already initialised in this process is used as it is.
     """
     import ray
 
     started = not ray.is_initialized()
     if started:
-        ray.init(log_to_driver=False)
+        address = _ray_address()
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except ConnectionError as e:  # it answers, but not as a Ray cluster this driver may use
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BloomforgeError(
+                f"RAY_ADDRESS={address}: {first} (a cluster with token authentication needs "
+                "RAY_AUTH_MODE=token and its token here)"
+            ) from e
     try:
         cpus = ray.cluster_resources().get("CPU", 0)
         log.info("Ray cluster: %d nodes, %g CPUs", len(ray.nodes()), cpus)
