@@ -10,6 +10,7 @@ fails its warm-up request is reported with the reason and left out. The table is
     bloomforge model init tiny /tmp/b/ck vocab_size=260 init_std=1.0
     bloomforge export /tmp/b/ck /tmp/b/hf
     python bench/serve.py /tmp/b/hf [--rounds 3] [--requests 4] [--max-tokens 32] [--clients 1,8,32]
+        [--threads 1]
 
 transformers serve takes the model folder as its model id (its `FORCE_MODEL`) and answers
 `/v1/completions` (transformers >= 5: its legacy-completions handler) without a chat template.
@@ -40,8 +41,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], url: str, log, timeout: float = 300) -> subprocess.Popen | None:
+def start(
+    cmd: list[str], url: str, log, threads: int | None, timeout: float = 300
+) -> subprocess.Popen | None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if threads:  # torch's intra-op threads: on a busy machine, more threads than free cores spin
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -99,6 +104,7 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--max-batch", type=int, default=32, help="bloomforge serve --max-batch")
     ap.add_argument("--no-transformers", action="store_true", help="bloomforge serve alone")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of every server")
     args = ap.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     model = os.path.abspath(args.model)
@@ -110,7 +116,7 @@ def main() -> None:
     log = logs.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 (ExitStack closes)
     bf = start([sys.executable, "-m", "bloomforge", "serve", model, "--port", str(port),
                 "--max-batch", str(args.max_batch), "--max-queue", "4096"],
-               f"http://127.0.0.1:{port}/health", log)  # fmt: skip
+               f"http://127.0.0.1:{port}/health", log, args.threads)  # fmt: skip
     if bf is not None:
         procs.append(bf)
         servers["bloomforge serve"] = f"http://127.0.0.1:{port}"
@@ -128,7 +134,7 @@ def main() -> None:
                    "--device", "cpu", "--dtype", "float32"]  # fmt: skip
             cmd += ["--continuous-batching"] * cb
             name = "transformers serve" + (" --continuous-batching" * cb)
-            proc = start(cmd, f"http://127.0.0.1:{port}/health", log)
+            proc = start(cmd, f"http://127.0.0.1:{port}/health", log, args.threads)
             if proc is None:
                 notes.append(f"{name}: did not start offline here; skipped")
                 continue
@@ -159,7 +165,8 @@ def main() -> None:
         print(note)
     print(
         f"\nmedians of {args.rounds} rounds, max_tokens {args.max_tokens}, greedy, "
-        f"{os.cpu_count()} CPUs (shared machine: noisy)"
+        f"{os.cpu_count()} CPUs (shared machine: noisy), {args.threads or 'default'} torch "
+        "threads per server"
     )
     print(
         f"{'server':<38} {'clients':>7} {'tok/s':>8} {'p50 s':>7} {'p99 s':>7} "
