@@ -119,6 +119,9 @@ def test_shipped_recipes_load(recipe):
         assert from_dict(PrepareConfig, run.data, "data").sources
         return
     r = load_recipe(recipe)
+    if recipe.name.startswith("bloomz-"):  # finetuning: the model's shape comes from init=
+        assert r.model.preset is None and r.train.norm_target_loss and r.init is None
+        return
     assert r.model.preset is not None and r.model.n_layer > 0
 
 

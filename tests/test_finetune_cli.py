@@ -374,3 +374,20 @@ def test_best_fit_packing_through_the_cli_fills_rows_better(pre, xp3, ft, tmp_pa
 
     assert packing(run) > packing(ft) + 0.02
     assert load_recipe(run / "config.yaml").data.packing == "best_fit"
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.3, 0.0])
+def test_language_weights_follow_tokens_to_the_alpha(pre, xp3, alpha):
+    """data.alpha over data.mtf's languages: p ~ tokens^alpha, and rows follow it exactly
+    (Megatron's BlendableDataset)."""
+    loader = MTFLoader(xp3, load_checkpoint(pre).tokenizer(), SEQ, seed=42, alpha=alpha)
+    tokens = {g: loader.tokens(g) for g in loader.groups}
+    raw = {g: n**alpha for g, n in tokens.items()}
+    for g in loader.groups:
+        assert loader.weights[g] == pytest.approx(raw[g] / sum(raw.values()), rel=1e-12)
+    loader.next_batch(40)
+    counts = loader.state_dict()["group_counts"]
+    for g in loader.groups:
+        assert abs(counts[g] - 40 * loader.weights[g]) < 1.0
+    explicit = MTFLoader(xp3, load_checkpoint(pre).tokenizer(), SEQ, weights={"fr": 3, "es": 1})
+    assert explicit.weights == {"es": 0.25, "fr": 0.75}
