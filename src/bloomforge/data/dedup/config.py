@@ -5,8 +5,9 @@ In: a mapping from the config file (through `bloomforge.typed_config`). Out: a v
 
 Presets (`preset:`), each a starting point that any key given next to it overrides:
 - `default`: exact text and URL duplicates, template lines, and MinHash near duplicates
-  (datatrove's LSH stages, word 3-grams, 20 bands x 3 rows: threshold about (1/20)^(1/3) = 0.37;
-  chosen on bench/dedup.py's dev set, see docs/data-dedup.md). SimHash off.
+  (datatrove's LSH stages, word 3-grams, 20 bands x 3 rows: threshold about (1/20)^(1/3) = 0.37,
+  each candidate pair kept when the whole signatures agree on >= 40 % of hashes; chosen on
+  bench/dedup.py's dev set, see docs/data-dedup.md). SimHash off.
 - `roots`: what BigScience ran for ROOTS: the same exact, URL and template-line steps, and SimHash
   (word 6-shingles, Hamming distance <= 4, 6 blocks) as the only near-duplicate method.
 Exact substrings are off in both.
@@ -43,7 +44,7 @@ class DedupConfig:
     simhash_blocks: int = 6
     # MinHash LSH through datatrove's own stages. None: on unless preset `roots`. Word 3-grams,
     # 20 bands x 3 rows (threshold ~0.37): on bench/dedup.py's dev set it finds every copy edited
-    # at <= 5 % and 99 % of those at 10 % at precision 0.99 (datatrove's defaults, 5-grams and
+    # at <= 5 % and 99 % of those at 10 % at precision 0.996 (datatrove's defaults, 5-grams and
     # 14 x 8, miss half the copies edited at 5 %).
     minhash: bool | None = None
     minhash_ngrams: int = 3
