@@ -105,8 +105,9 @@ class Crash:
         return data
 
 
-def test_ray_failed_task_stops_the_run_with_its_stage(corpus, monkeypatch):
-    """Without RAY_ADDRESS: on a Ray started for the run, shut down when it stops."""
+def test_ray_failed_task_stops_the_run_with_its_stage(corpus, ray_cluster, monkeypatch):
+    """Without RAY_ADDRESS: on a Ray started for the run, shut down when it stops (ray_cluster
+    only for its session settings: no token authentication, so nothing written to ~/.ray)."""
     import ray
     import ray.cloudpickle
 
