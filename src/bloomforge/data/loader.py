@@ -123,24 +123,79 @@ def train_valid_test_split(fractions: list[float], size: int) -> list[int]:
     return [index[0], *(i - diff for i in index[1:])]
 
 
-def blend_assign(
-    weights: list[float], counts: list[int], consumed: int, n: int
-) -> tuple[list[tuple[int, int]], list[int], int]:
-    """Megatron's `BlendableDataset` assignment of the next n global samples: each goes to the
-    group furthest behind weight * samples so far (the first such group on ties, as numpy's
-    argmax). Returns (group index, k-th sample of that group) per sample, and the new counts
-    and consumed total."""
-    # Plain Python over a handful of groups: ~10x faster than numpy ops per sample.
-    counts = list(counts)
-    order = range(len(weights))
-    out = []
-    for _ in range(n):
-        target = consumed + 1
-        gi = max(order, key=lambda i: weights[i] * target - counts[i])
-        out.append((gi, counts[gi]))
-        counts[gi] += 1
-        consumed += 1
-    return out, counts, consumed
+class Blend:
+    """Which group each global sample comes from, as Megatron's `BlendableDataset` assigns it,
+    and the state that resumes it: the samples drawn so far per group. Shared by the
+    pretraining loader and the multitask finetuning loader (bloomforge.mtf.loader).
+
+    Weights are explicit per group (`weights`, normalised) or p_i ~ size_i^alpha; `what` names
+    the data in errors ("the token folder", "data.mtf")."""
+
+    def __init__(
+        self,
+        groups: list[str],
+        sizes: dict[str, float],
+        weights: dict[str, float] | None,
+        alpha: float,
+        state_key: dict,
+        what: str,
+    ) -> None:
+        self.groups, self.what = groups, what
+        self.state_key = state_key  # settings a saved state must match (seed, seq_len)
+        if weights:
+            unknown = sorted(set(weights) - set(groups))
+            if unknown:
+                raise BloomforgeError(
+                    f"data.weights: unknown group(s) {unknown}; {what} has {groups}"
+                )
+            raw = {g: float(weights.get(g, 0.0)) for g in groups}
+        else:
+            raw = {g: float(sizes[g]) ** alpha for g in groups}
+        total = sum(raw.values())
+        if any(v < 0 for v in raw.values()) or total <= 0:
+            raise BloomforgeError("data.weights: weights must be >= 0 with a positive sum")
+        self.weights = {g: v / total for g, v in raw.items()}
+        self._w = [self.weights[g] for g in groups]
+        self.counts = [0] * len(groups)
+        self.consumed = 0
+
+    def assign(self, n: int, advance: bool = True) -> list[tuple[int, int]]:
+        """(group index, k-th sample of that group) for the next n global samples: each goes to
+        the group furthest behind weight * samples so far (the first such group on ties, as
+        numpy's argmax). `advance=False` only looks."""
+        # Plain Python over a handful of groups: ~10x faster than numpy ops per sample.
+        weights, counts, consumed = self._w, list(self.counts), self.consumed
+        order = range(len(weights))
+        out = []
+        for _ in range(n):
+            target = consumed + 1
+            gi = max(order, key=lambda i: weights[i] * target - counts[i])
+            out.append((gi, counts[gi]))
+            counts[gi] += 1
+            consumed += 1
+        if advance:
+            self.counts, self.consumed = counts, consumed
+        return out
+
+    def state_dict(self) -> dict:
+        return {
+            "consumed_samples": self.consumed,
+            "group_counts": dict(zip(self.groups, self.counts, strict=True)),
+            **self.state_key,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if any(state.get(k) != v for k, v in self.state_key.items()):
+            raise BloomforgeError(
+                "loader state was saved with another seq_len or seed; cannot resume exactly"
+            )
+        counts = state["group_counts"]
+        if sorted(counts) != self.groups:
+            raise BloomforgeError(
+                f"loader state groups {sorted(counts)} differ from {self.what}'s {self.groups}"
+            )
+        self.counts = [int(counts[g]) for g in self.groups]
+        self.consumed = int(state["consumed_samples"])
 
 
 class MixtureLoader:
@@ -193,26 +248,11 @@ class MixtureLoader:
                 f"{self.manifest.root}: group(s) {empty} have fewer than {seq_len + 1} "
                 "training tokens; lower data.seq_len or add text"
             )
-        self.weights = self._mixture(weights, alpha)
-        self._w = np.array([self.weights[g] for g in self.groups])
-        self._counts = np.zeros(len(self.groups), dtype=np.int64)
-        self._consumed = 0
+        sizes = {g: len(self._train[g].stream) for g in self.groups}
+        key = {"seed": seed, "seq_len": seq_len}
+        self.blend = Blend(self.groups, sizes, weights, alpha, key, "the token folder")
+        self.weights = self.blend.weights
         self._epochs: dict[int, tuple[int, _Epoch]] = {}  # group -> its current epoch
-
-    def _mixture(self, weights: dict[str, float] | None, alpha: float) -> dict[str, float]:
-        if weights:
-            unknown = sorted(set(weights) - set(self.groups))
-            if unknown:
-                raise BloomforgeError(
-                    f"data.weights: unknown group(s) {unknown}; the token folder has {self.groups}"
-                )
-            raw = {g: float(weights.get(g, 0.0)) for g in self.groups}
-        else:
-            raw = {g: float(len(self._train[g].stream)) ** alpha for g in self.groups}
-        if any(v < 0 for v in raw.values()) or sum(raw.values()) <= 0:
-            raise BloomforgeError("data.weights: weights must be >= 0 with a positive sum")
-        total = sum(raw.values())
-        return {g: v / total for g, v in raw.items()}
 
     @property
     def vocab_size(self) -> int:
@@ -221,38 +261,15 @@ class MixtureLoader:
     # -- state -------------------------------------------------------------------------------
     @property
     def consumed_samples(self) -> int:
-        return self._consumed
+        return self.blend.consumed
 
     def state_dict(self) -> dict:
-        return {
-            "consumed_samples": self._consumed,
-            "group_counts": {g: int(c) for g, c in zip(self.groups, self._counts, strict=True)},
-            "seed": self.seed,
-            "seq_len": self.seq_len,
-        }
+        return self.blend.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("seq_len") != self.seq_len or state.get("seed") != self.seed:
-            raise BloomforgeError(
-                "loader state was saved with another seq_len or seed; cannot resume exactly"
-            )
-        counts = state["group_counts"]
-        if sorted(counts) != self.groups:
-            raise BloomforgeError(
-                f"loader state groups {sorted(counts)} differ from the token folder's {self.groups}"
-            )
-        self._counts = np.array([counts[g] for g in self.groups], dtype=np.int64)
-        self._consumed = int(state["consumed_samples"])
+        self.blend.load_state_dict(state)
 
     # -- sampling ----------------------------------------------------------------------------
-    def _assign(self, n: int) -> list[tuple[int, int]]:
-        """(group index, k-th sample of that group) for the next n global samples."""
-        out, counts, self._consumed = blend_assign(
-            self._w.tolist(), self._counts.tolist(), self._consumed, n
-        )
-        self._counts = np.array(counts, dtype=np.int64)
-        return out
-
     def _epoch(self, gi: int, epoch: int) -> _Epoch:
         cached = self._epochs.get(gi)
         if cached is None or cached[0] != epoch:
@@ -307,18 +324,14 @@ class MixtureLoader:
             raise BloomforgeError(
                 f"global batch {global_batch_size} is not divisible by {world_size} ranks"
             )
-        assigned = self._assign(global_batch_size)
+        assigned = self.blend.assign(global_batch_size)
         per_rank = global_batch_size // world_size
         mine = assigned[rank * per_rank : (rank + 1) * per_rank]
         return torch.from_numpy(np.stack([self._sample(gi, k) for gi, k in mine]))
 
     def group_of_next(self, n: int) -> list[str]:
         """Groups of the next n samples without consuming them (for inspection and tests)."""
-        counts, consumed = self._counts.copy(), self._consumed
-        try:
-            return [self.groups[gi] for gi, _ in self._assign(n)]
-        finally:
-            self._counts, self._consumed = counts, consumed
+        return [self.groups[gi] for gi, _ in self.blend.assign(n, advance=False)]
 
     # -- validation --------------------------------------------------------------------------
     def validation_tokens(self, group: str) -> int:

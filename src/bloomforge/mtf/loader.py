@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bloomforge.data.loader import blend_assign, train_valid_test_split
+from bloomforge.data.loader import Blend, train_valid_test_split
 from bloomforge.errors import BloomforgeError
 
 log = logging.getLogger(__name__)
@@ -336,27 +336,11 @@ class MTFLoader:
             raise BloomforgeError(f"data.packing={packing}: expected megatron or best_fit")
         kind = _Packing if packing == "megatron" else _BestFitPacking
         self._packing = {g: kind(self._train[g].sizes(), self.row_len, seed) for g in self.groups}
-        self.weights = self._mixture(weights, alpha)
-        self._w = [self.weights[g] for g in self.groups]
-        self._counts = [0] * len(self.groups)
-        self._consumed = 0
-
-    def _mixture(self, weights: dict[str, float] | None, alpha: float) -> dict[str, float]:
-        """Explicit weights per language, or p ~ tokens^alpha (alpha 1: each language's share,
-        as xP3's mixture file weighted its languages)."""
-        if weights:
-            unknown = sorted(set(weights) - set(self.groups))
-            if unknown:
-                raise BloomforgeError(
-                    f"data.weights: unknown language(s) {unknown}; data.mtf has {self.groups}"
-                )
-            raw = {g: float(weights.get(g, 0.0)) for g in self.groups}
-        else:
-            raw = {g: float(len(self._train[g].tokens)) ** alpha for g in self.groups}
-        total = sum(raw.values())
-        if any(v < 0 for v in raw.values()) or total <= 0:
-            raise BloomforgeError("data.weights: weights must be >= 0 with a positive sum")
-        return {g: v / total for g, v in raw.items()}
+        sizes = {g: len(self._train[g].tokens) for g in self.groups}
+        key = {"seed": seed, "seq_len": seq_len}
+        # each language's share of the tokens at alpha 1, as xP3's mixture file weighted them
+        self.blend = Blend(self.groups, sizes, weights, alpha, key, "data.mtf")
+        self.weights = self.blend.weights
 
     # -- facts -------------------------------------------------------------------------------
     def samples(self, group: str, split: str = "train") -> int:
@@ -375,28 +359,13 @@ class MTFLoader:
     # -- state -------------------------------------------------------------------------------
     @property
     def consumed_samples(self) -> int:
-        return self._consumed
+        return self.blend.consumed
 
     def state_dict(self) -> dict:
-        return {
-            "consumed_samples": self._consumed,
-            "group_counts": dict(zip(self.groups, self._counts, strict=True)),
-            "seed": self.seed,
-            "seq_len": self.seq_len,
-        }
+        return self.blend.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("seq_len") != self.seq_len or state.get("seed") != self.seed:
-            raise BloomforgeError(
-                "loader state was saved with another seq_len or seed; cannot resume exactly"
-            )
-        counts = state["group_counts"]
-        if sorted(counts) != self.groups:
-            raise BloomforgeError(
-                f"loader state languages {sorted(counts)} differ from data.mtf's {self.groups}"
-            )
-        self._counts = [int(counts[g]) for g in self.groups]
-        self._consumed = int(state["consumed_samples"])
+        self.blend.load_state_dict(state)
 
     # -- rows --------------------------------------------------------------------------------
     def next_batch(self, global_batch_size: int, rank: int = 0, world_size: int = 1) -> PackedRows:
@@ -405,9 +374,7 @@ class MTFLoader:
             raise BloomforgeError(
                 f"global batch {global_batch_size} is not divisible by {world_size} ranks"
             )
-        assigned, self._counts, self._consumed = blend_assign(
-            self._w, self._counts, self._consumed, global_batch_size
-        )
+        assigned = self.blend.assign(global_batch_size)
         per_rank = global_batch_size // world_size
         mine = assigned[rank * per_rank : (rank + 1) * per_rank]
         parts = []
