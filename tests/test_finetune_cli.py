@@ -391,3 +391,25 @@ def test_language_weights_follow_tokens_to_the_alpha(pre, xp3, alpha):
         assert abs(counts[g] - 40 * loader.weights[g]) < 1.0
     explicit = MTFLoader(xp3, load_checkpoint(pre).tokenizer(), SEQ, weights={"fr": 3, "es": 1})
     assert explicit.weights == {"es": 0.25, "fr": 0.75}
+
+
+def _first_loss(run: Path) -> float:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return next(r["loss"] for r in rows if r["kind"] == "train" and r["step"] == 1)
+
+
+@pytest.mark.parametrize(
+    "option", ["train.norm_target_loss=false", "model.attention=prefix_lm"], ids=str
+)
+def test_objective_options_change_the_loss_through_the_cli(pre, xp3, ft, option, tmp_path):
+    """The same first batch and weights as the `ft` run: per-token instead of per-sample
+    weighting, or inputs seen both ways, each change the step-1 loss; the run records it."""
+    run = tmp_path / "run"
+    one_step = {"train.max_tokens": 8 * SEQ, "train.save_every": 0}
+    assert main(["finetune", RECIPE, *_finetune_args(pre, xp3, run, **one_step), option]) == 0
+    # the same batch and weights repeat bitwise (see the resume test): any change is the option's
+    assert abs(_first_loss(run) - _first_loss(ft)) > 1e-6
+    config = load_recipe(run / "config.yaml")
+    key, value = option.split("=")
+    section, name = key.split(".")
+    assert str(getattr(getattr(config, section), name)).lower() == value
