@@ -156,7 +156,7 @@ class EvalConfig:
     limit: int | None = bounded(None, ge=1)
     batch_size: int = bounded(8, ge=1)
     # promptsource templates (files or folders): score `tasks` under every prompt and report
-    # the median over prompts, as BLOOMZ was evaluated (bloomforge.mtf.rank_eval)
+    # the median over prompts, as BLOOMZ was evaluated (bloomforge.evaluation.prompted)
     prompts: list[str] = field(default_factory=list)
 
 

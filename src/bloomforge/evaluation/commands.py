@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         raise BloomforgeError("--limit must be >= 1")
     prompts = None
     if args.prompts:
-        from bloomforge.mtf.rank_eval import load_prompts
+        from bloomforge.evaluation.prompted import load_prompts
 
         if not specs:
             raise BloomforgeError("--prompts needs --tasks (the records to render)")
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     }
     with Progress(transient=True) as bar:
         if specs and prompts is not None:
-            from bloomforge.mtf.rank_eval import run_prompted
+            from bloomforge.evaluation.prompted import run_prompted
 
             job = bar.add_task("scoring prompted tasks", total=None)
             results["prompted"] = run_prompted(
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
             results["perplexity"] = run_perplexity(scorer, texts, lambda n: bar.advance(job, n))
     results["seconds"] = round(time.perf_counter() - t0, 2)
     if "prompted" in results:
-        from bloomforge.mtf.rank_eval import format_prompted
+        from bloomforge.evaluation.prompted import format_prompted
 
         print(format_prompted(results["prompted"]))
     if "tasks" in results or "perplexity" in results:

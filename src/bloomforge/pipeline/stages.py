@@ -244,10 +244,10 @@ def _rank_eval(ckpt_dir: str | Path, ft, device: str) -> dict[str, Any]:
     import torch
 
     from bloomforge.checkpoint import load_state
+    from bloomforge.evaluation.prompted import load_prompts, run_prompted
     from bloomforge.evaluation.scoring import Scorer
     from bloomforge.evaluation.tasks import get_task
     from bloomforge.model import BloomLM
-    from bloomforge.mtf.rank_eval import load_prompts, run_prompted
     from bloomforge.tokenizer import load_tokenizer
     from bloomforge.training.init import init_model_config, init_state, init_tokenizer
 

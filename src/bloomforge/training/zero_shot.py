@@ -47,7 +47,7 @@ def check_supported(recipe: Recipe) -> None:
     for name in ev.tasks:
         get_task(name)
     if ev.prompts:
-        from bloomforge.mtf.rank_eval import load_prompts
+        from bloomforge.evaluation.prompted import load_prompts
 
         load_prompts(ev.prompts)
 
@@ -68,7 +68,7 @@ def zero_shot(model: nn.Module, tokenizer, device: torch.device, recipe: Recipe)
         scorer = Scorer(model, tokenizer, device, ev.batch_size)
         with torch.no_grad():
             if ev.prompts:
-                from bloomforge.mtf.rank_eval import load_prompts, run_prompted
+                from bloomforge.evaluation.prompted import load_prompts, run_prompted
 
                 res = run_prompted(scorer, specs, Path(ev.data), load_prompts(ev.prompts), ev.limit)
                 return {
