@@ -177,12 +177,6 @@ def get_task(name: str) -> TaskSpec:
     return _REGISTRY[name]
 
 
-def task_names() -> list[str]:
-    from bloomforge.evaluation import builtin_tasks  # noqa: F401
-
-    return sorted(_REGISTRY)
-
-
 _YAML_KEYS = {
     "name", "files", "kind", "context", "choices", "target", "gold", "partial", "delimiter",
     "description", "metrics", "until", "max_new_tokens",

@@ -42,9 +42,6 @@ class ParallelDims:
     def world_size(self) -> int:
         return self.pp * self.dp * self.tp
 
-    def describe(self) -> str:
-        return f"pp={self.pp} dp={self.dp} tp={self.tp}"
-
 
 def build_mesh(dims: ParallelDims, device_type: str):
     """The (pp, dp, tp) DeviceMesh over the initialised default process group."""

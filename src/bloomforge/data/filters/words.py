@@ -96,8 +96,3 @@ def word_count(text: str, strip: str = SPECIAL_DEFAULT, script_split: bool = Fal
         return len(words(text, strip, script_split))
 
     return _memo(text, ("count", strip, script_split), count)
-
-
-def memo(text: str, key: Any, compute: Callable[[], Any]) -> Any:
-    """Share any other per-document value between filters (same one-document cache)."""
-    return _memo(text, key, compute)
