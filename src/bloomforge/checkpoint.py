@@ -27,8 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
-from bloomforge.atomic import atomic_directory
 from bloomforge.errors import BloomforgeError
+from bloomforge.files import atomic_directory
 from bloomforge.model import BloomLM
 from bloomforge.recipe import Recipe, save_recipe
 from bloomforge.tokenizer import find_tokenizer_file, load_tokenizer

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bloomforge.atomic import atomic_directory
 from bloomforge.data.pii import PIIRedactor
 from bloomforge.data.prepare.stats import (
     alone_table,
@@ -37,6 +36,7 @@ from bloomforge.data.prepare.stats import (
     write_json_atomic,
 )
 from bloomforge.errors import BloomforgeError
+from bloomforge.files import atomic_directory
 from bloomforge.tables import details, html_table, md_table, when
 
 FIGURE_LANGUAGES = 20

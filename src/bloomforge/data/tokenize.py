@@ -12,7 +12,7 @@ reads them (`[LANG=]PATH`: txt, jsonl, prepared output; gz/zst). Out: a folder
 Each document is encoded without special tokens and followed by one EOS (`</s>`); a document lies
 wholly inside one shard. The .ds/.index/.metadata files are written by datatrove's own
 `TokenizedFile`, so `datatrove.utils.dataset.DatatroveFolderDataset` reads them back. The whole
-folder is built under a temporary name and renamed at the end (`bloomforge.atomic`).
+folder is built under a temporary name and renamed at the end (`bloomforge.files`).
 
 Speed: the main thread reads documents and writes shards while `workers` threads encode batches
 with `Tokenizer.encode_batch_fast` (the Rust call releases the GIL). Rust's own thread pool is
@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bloomforge.atomic import atomic_directory
 from bloomforge.data.inputs import Document, ReadStats, parse_inputs, read_documents
 from bloomforge.errors import BloomforgeError
+from bloomforge.files import atomic_directory
 from bloomforge.tokenizer.io import find_tokenizer_file, load_tokenizer
 
 EOS_TOKEN = "</s>"  # BLOOM's EOS (bigscience/tokenizer: id 2)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from bloomforge import files
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
@@ -63,8 +65,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import os
     import time
     from pathlib import Path
 
@@ -165,9 +165,5 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(results))
     print(f"({results['seconds']} s)")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(tmp, out)
+        files.write_json(args.out, results, indent=2, ensure_ascii=True)
     return 0

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from bloomforge.atomic import atomic_directory
 from bloomforge.checkpoint import load_checkpoint, load_state, read_safetensors, save_checkpoint
 from bloomforge.errors import BloomforgeError
+from bloomforge.files import atomic_directory
 from bloomforge.model import BloomLM, ModelConfig
 from bloomforge.outputs import check_output
 from bloomforge.recipe import Recipe

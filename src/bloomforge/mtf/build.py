@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bloomforge.atomic import atomic_directory
 from bloomforge.errors import BloomforgeError
+from bloomforge.files import atomic_directory
 from bloomforge.mtf.datasets import READERS, Example, read_dataset
 from bloomforge.mtf.templates import RenderSkip, Template, templates_for
 

@@ -29,6 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from bloomforge import files
 from bloomforge.pipeline.config import CorpusConfig
 
 CODE_SOURCE, CODE_LANGUAGE = "python-stdlib", "code"
@@ -140,7 +141,7 @@ class _Writer:
             source, {"file": f"{source}.jsonl", "documents": 0, "bytes": 0, "languages": {}}
         )
         if source not in self.files:
-            self.files[source] = open(self.out / info["file"], "w", encoding="utf-8")  # noqa: SIM115
+            self.files[source] = open(self.out / info["file"], "w", encoding="utf-8")  # noqa: SIM115 files: in atomic_directory
         record = {
             "id": f"{source}/{meta.get('locale', language)}/{info['documents']}",
             "text": text,
@@ -224,7 +225,7 @@ def gather_corpus(cfg: CorpusConfig, out: str | Path) -> dict[str, Any]:
         "skipped": dict(skipped),
         "notes": notes,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    files.write_json(out / "manifest.json", manifest)
     return manifest
 
 

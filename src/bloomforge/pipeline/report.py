@@ -16,10 +16,10 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from pathlib import Path
 from typing import Any
 
+from bloomforge import files
 from bloomforge.pipeline.cards import collect_facts, data_card, model_card
 from bloomforge.pipeline.config import RunRecipe
 from bloomforge.tables import details, html_table
@@ -355,9 +355,7 @@ def _energy_html(facts: dict[str, Any]) -> list[str]:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    files.write_text(path, text)
 
 
 def write_report(run: Path, recipe: RunRecipe) -> list[Path]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bloomforge import files
 from bloomforge.errors import BloomforgeError
 from bloomforge.outputs import find_run_folder
 from bloomforge.pipeline.config import STAGE_SECTIONS, STAGES, RunRecipe, stage_name
@@ -141,9 +142,7 @@ def read_record(run: Path, stage: str) -> dict[str, Any] | None:
 
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=str) + "\n")
-    os.replace(tmp, path)
+    files.write_json(path, obj, default=str)
 
 
 def _peak_rss_mb() -> dict[str, float]:

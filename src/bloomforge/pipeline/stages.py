@@ -25,8 +25,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bloomforge.atomic import atomic_directory
+from bloomforge import files
 from bloomforge.errors import BloomforgeError
+from bloomforge.files import atomic_directory
 from bloomforge.pipeline.runner import Context, Stage, clear
 
 DOCUMENTS = "data/documents"  # the prepared documents (issue 6's OUT/documents)
@@ -101,16 +102,14 @@ def tokenizer_stage(ctx: Context) -> dict[str, Any]:
                     if not short:
                         break
         text_file = out / "fertility_text.jsonl"
-        with open(text_file, "w", encoding="utf-8") as f:
+        with files.atomic_file(text_file) as f:
             for lang, texts in sample.items():
                 for t in texts:
                     f.write(json.dumps({"text": t, "language": lang}, ensure_ascii=False) + "\n")
         eval_specs = parse_inputs([str(text_file)])
     table = fertility_table(load_tokenizer(out), {}, load_eval_texts(eval_specs))
-    (out / "fertility.md").write_text(format_fertility(table, []) + "\n", encoding="utf-8")
-    tmp = out / ".fertility.json.tmp"
-    tmp.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(out / "fertility.json")
+    files.write_text(out / "fertility.md", format_fertility(table, []) + "\n")
+    files.write_json(out / "fertility.json", table)
     vocab = result.tokenizer.get_vocab_size()
     ctx.echo(f"[tokenizer] {vocab} tokens; {len(table['languages'])} languages in fertility")
     return {"vocab_size": vocab, "documents": result.read_stats.documents}
@@ -140,7 +139,7 @@ def tokens_stage(ctx: Context) -> dict[str, Any]:
     held: dict[str, list[str]] = defaultdict(list)
     with tempfile.TemporaryDirectory(dir=ctx.run, prefix=".tokens-input-") as tmp:
         train_file = Path(tmp) / "train.jsonl"
-        with open(train_file, "w", encoding="utf-8") as f:
+        with open(train_file, "w", encoding="utf-8") as f:  # files: scratch, removed after
             for doc in read_documents(specs, stats):
                 lang = doc.language
                 seen[lang] += 1
@@ -152,7 +151,7 @@ def tokens_stage(ctx: Context) -> dict[str, Any]:
                 f.write("\n")
         with atomic_directory(ctx.run / "heldout") as out:
             for lang, texts in sorted(held.items()):
-                with open(out / f"{safe_segment(lang)}.jsonl", "w", encoding="utf-8") as f:
+                with files.atomic_file(out / f"{safe_segment(lang)}.jsonl") as f:
                     for t in texts:
                         f.write(json.dumps({"text": t, "language": lang}, ensure_ascii=False))
                         f.write("\n")
@@ -280,8 +279,8 @@ def finetune_stage(ctx: Context) -> dict[str, Any]:
     details = {k: summary[k] for k in ("step", "tokens", "skipped", "skip_reasons")}
     if before is not None:
         after = _rank_eval(out, ft, device)
-        (out / "rank_eval.json").write_text(
-            json.dumps({"before": before, "after": after}, indent=1) + "\n", encoding="utf-8"
+        files.write_json(
+            out / "rank_eval.json", {"before": before, "after": after}, ensure_ascii=True
         )
         for task in after:
             for lang, s in after[task]["summary"].items():
@@ -345,9 +344,7 @@ def eval_stage(ctx: Context) -> dict[str, Any]:
     for (lang, prompt), text in zip(pairs, texts, strict=True):
         results["generations"].setdefault(lang, []).append({"prompt": prompt, "continuation": text})
     with atomic_directory(ctx.run / "eval") as tmp:
-        (tmp / "results.json").write_text(
-            json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        files.write_json(tmp / "results.json", results)
     ppl = results.get("perplexity", {})
     ctx.echo(
         "[eval] "

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bloomforge import files
 from bloomforge.errors import BloomforgeError
 from bloomforge.recipe import Recipe
 from bloomforge.typed_config import ConfigError, apply_overrides, from_dict, load_yaml
@@ -145,9 +146,7 @@ def load_grid(path: str | os.PathLike, out: str | os.PathLike) -> Grid:
 
 # -- training -----------------------------------------------------------------------------------
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    files.write_json(path, obj, indent=2, ensure_ascii=True)
 
 
 def train_variant(variant: Variant) -> dict[str, Any]:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from bloomforge import files
 from bloomforge.science.ablate import EvalSpec, Grid, is_number
 
 
@@ -53,9 +53,7 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    files.write_text(path, text)
 
 
 def _notes(results: list[dict[str, Any]]) -> list[str]:
@@ -115,9 +113,7 @@ def write_report(grid: Grid, results: list[dict[str, Any]], out: str | Path) -> 
 
 
 def _save(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    files.write_figure(path, fig, dpi=120, bbox_inches="tight")
 
 
 def _plot_curves(results: list[dict[str, Any]], path: Path) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from pathlib import Path
+
+from bloomforge import files
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -237,11 +237,7 @@ def _run_scaling_fit(args: argparse.Namespace) -> int:
             n, d = law.optimal(args.compute)
             result["optimal"] = {"params": n, "tokens": d, "loss": law.loss(n, d)}
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out)
+        files.write_json(args.out, result, indent=2, ensure_ascii=True, newline=False)
     if args.plot:
         plot_fit(runs, law, args.plot)
     if args.json:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bloomforge import files
 from bloomforge.errors import BloomforgeError
 from bloomforge.science.laws import ScalingLaw
 
@@ -281,7 +282,6 @@ def bootstrap(
 
 def plot_fit(runs: Runs, law: ScalingLaw, out: str | Path) -> None:
     """Loss vs compute (C = 6ND): the runs, iso-N curves of the law and its efficient frontier."""
-    import os
 
     import matplotlib
 
@@ -319,7 +319,7 @@ def plot_fit(runs: Runs, law: ScalingLaw, out: str | Path) -> None:
     ax.legend()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        files.write_figure(out, fig, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)

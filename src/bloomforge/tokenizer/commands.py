@@ -223,7 +223,7 @@ def _fertility(args: argparse.Namespace) -> int:
         markdown += "\n\n" + "\n".join(f"Note: {n}" for n in notes)
     print(markdown)
     if args.out:
-        from bloomforge.atomic import atomic_directory
+        from bloomforge.files import atomic_directory
 
         with atomic_directory(args.out) as tmp:
             (tmp / "fertility.md").write_text(markdown + "\n", encoding="utf-8")

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from bloomforge.atomic import atomic_directory
 from bloomforge.data.inputs import InputSpec, ReadStats
 from bloomforge.errors import BloomforgeError
+from bloomforge.files import atomic_directory
 from bloomforge.tokenizer.io import SPECIAL_TOKENS
 from bloomforge.tokenizer.sampling import (
     BLOOM_ALPHA,
