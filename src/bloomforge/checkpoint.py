@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
+from bloomforge import files
 from bloomforge.errors import BloomforgeError
 from bloomforge.files import atomic_directory
 from bloomforge.model import BloomLM
@@ -76,7 +77,7 @@ def save_checkpoint(
             state = model if isinstance(model, dict) else model.state_dict()
             state = cpu_tensors(state)
             check_finite(state, f"{out}/{WEIGHTS}", "refusing to save: ")
-            save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
+            save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})  # files: in atomic_directory
         save_recipe(recipe, tmp / "config.yaml")
         if tokenizer_file is not None:
             shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
@@ -86,7 +87,7 @@ def save_checkpoint(
             raise BloomforgeError(f"{out}: no {WEIGHTS} was written")
         info = {"format": FORMAT, "version": VERSION, **(meta or {})}
         info["files"] = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
-        (tmp / "meta.json").write_text(json.dumps(info, indent=2) + "\n")
+        files.write_json(tmp / "meta.json", info, indent=2, ensure_ascii=True)
     return Path(out)
 
 

@@ -190,7 +190,7 @@ def _run_model_init(args: argparse.Namespace) -> int:
     ):
         if args.tokenizer == "bytes":
             tokenizer, tok_file = byte_level_tokenizer(), Path(tmp) / "tokenizer.json"
-            tokenizer.save(str(tok_file))
+            tokenizer.save(str(tok_file))  # files: scratch, a TemporaryDirectory
         else:
             tokenizer, tok_file = (
                 load_tokenizer(args.tokenizer),

@@ -21,9 +21,11 @@ folder that the caller renames with `atomic_directory`) are streams that grow wh
 goes on; replacing them wholesale at each line would cost O(n^2). Appended files are read
 line by line and a torn last line is set aside by their readers (`training.metrics`).
 
-Test hook: `BLOOMFORGE_FAULT_WRITE=N` kills this process with SIGKILL in the middle of its N-th
-write (the temporary half written, before the rename), so tests can check that no command
-leaves a half-written file (tests/test_files.py).
+Test hooks (tests/test_files.py): `BLOOMFORGE_FAULT_WRITE=N` kills this process with SIGKILL
+in the middle of its N-th write (the temporary half written, before the rename), so tests can
+check that no command leaves a half-written file; `BLOOMFORGE_WRITE_LOG=FILE` appends the final
+path of every completed write to FILE, so tests can check that every file of a run folder came
+through here.
 """
 
 from __future__ import annotations
@@ -89,6 +91,13 @@ def _fault(victim: Path) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _written(path: Path) -> None:
+    log = os.environ.get("BLOOMFORGE_WRITE_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{path.resolve()}\n")
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -109,6 +118,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+        _written(path)
     except BaseException:
         _remove(tmp)
         raise
@@ -153,6 +163,7 @@ def atomic_file(
         else:
             os.replace(tmp, path)
         _fsync_dir(path.parent)
+        _written(path)
     except BaseException:
         _remove(tmp)
         raise
@@ -248,6 +259,7 @@ def atomic_directory(out: str | Path) -> Iterator[Path]:
         else:
             os.replace(tmp, out)
         _fsync_dir(out.parent)
+        _written(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -13,7 +13,6 @@ import dataclasses
 import difflib
 import math
 import os
-import tempfile
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -312,22 +311,10 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def save_yaml(obj: Any, path: str | os.PathLike) -> None:
-    """Write `to_dict(obj)` as YAML atomically (temp file in the same directory + os.replace)."""
-    target = Path(path)
-    text = yaml.safe_dump(to_dict(obj), sort_keys=False, allow_unicode=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write `to_dict(obj)` as YAML through `bloomforge.files` (temp name, fsync, rename)."""
+    from bloomforge import files
+
+    files.write_yaml(path, to_dict(obj))
 
 
 def load_config(

@@ -23,12 +23,12 @@ import heapq
 import html
 import json
 import logging
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bloomforge import files
 from bloomforge.data.report import load_stats
 from bloomforge.errors import BloomforgeError
 from bloomforge.tables import fmt, html_table
@@ -532,12 +532,6 @@ def write_viewer(
                 raise BloomforgeError(f"{target}: not an earlier `data inspect` page; move it away")
     stats, view = collect(prepared, sample, scan)
     page = render(stats, view, str(prepared))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    files.write_text(target, page)
     log.info("wrote %s", target)
     return target

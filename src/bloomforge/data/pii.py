@@ -33,7 +33,6 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import regex
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from bloomforge import files
 from bloomforge.data.ledger import IN, KEPT, record
 from bloomforge.data.pii_patterns import spans
 
@@ -180,18 +180,14 @@ class PIIRedactor(PipelineStep):
         self.public_ips_only = public_ips_only
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1):
-        final = Path(self.restricted_dir) / self.source / f"{rank:05d}.jsonl"
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.tmp")
-        found = 0
-        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as restricted:
+        # whole or absent: no file when no PII was found (an older list is removed)
+        with files.side_file(Path(self.restricted_dir) / self.source, rank) as restricted:
             for doc in data:
                 record(self, doc, IN)
                 with self.track_time():
                     text, matches = redact(doc.text, self.types, self.public_ips_only)
                 language = str(doc.metadata.get("language", "unknown"))
                 for m in matches:
-                    found += 1
                     self.stat_update(pii_stat_key(self.source, language, m.type))
                     entry = {"id": doc.id, "type": m.type, "start": m.start, "end": m.end}
                     entry |= {"original": m.text, "language": language}
@@ -201,8 +197,3 @@ class PIIRedactor(PipelineStep):
                     doc.text = text
                 record(self, doc, KEPT)  # bytes after redaction
                 yield doc
-        if found:
-            os.replace(tmp, final)
-        else:
-            tmp.unlink()
-            final.unlink(missing_ok=True)

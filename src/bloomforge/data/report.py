@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bloomforge import files
 from bloomforge.data.pii import PIIRedactor
 from bloomforge.data.prepare.stats import (
     alone_table,
     language_table,
     step_table,
-    write_json_atomic,
 )
 from bloomforge.errors import BloomforgeError
 from bloomforge.files import atomic_directory
@@ -466,14 +466,12 @@ def write_report(prepared: str | Path) -> Path:
     pngs = figures(stats)
     with atomic_directory(folder) as tmp:
         for name, png in pngs.items():
-            (tmp / name).write_bytes(png)
+            files.write_bytes(tmp / name, png)
         shutil.copyfile(prepared / "stats.json", tmp / "stats.json")
-        (tmp / "DATA_CARD.md").write_text(data_card_markdown(stats), encoding="utf-8")
+        files.write_text(tmp / "DATA_CARD.md", data_card_markdown(stats))
     page = render_html(stats, pngs)
     target = prepared / "report.html"
-    tmp_page = target.with_name(".report.html.tmp")
-    tmp_page.write_text(page, encoding="utf-8")
-    tmp_page.replace(target)
+    files.write_text(target, page)
     return target
 
 
@@ -483,6 +481,5 @@ __all__ = [
     "data_card_markdown",
     "figures",
     "load_stats",
-    "write_json_atomic",
     "write_report",
 ]

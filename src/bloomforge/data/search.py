@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bloomforge import files
 from bloomforge.errors import BloomforgeError
 
 log = logging.getLogger(__name__)
@@ -124,17 +125,14 @@ def _valid(path: Path) -> bool:
 
 def _create(path: Path) -> None:
     """A new empty index, written aside and renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    con = sqlite3.connect(tmp)
-    try:
-        con.executescript(_SCHEMA)
-        con.execute("INSERT INTO meta VALUES ('schema', ?), ('builds', '0')", (SCHEMA_VERSION,))
-        con.commit()
-    finally:
-        con.close()
-    os.replace(tmp, path)
+    with files.atomic_path(path) as tmp:
+        con = sqlite3.connect(tmp)
+        try:
+            con.executescript(_SCHEMA)
+            con.execute("INSERT INTO meta VALUES ('schema', ?), ('builds', '0')", (SCHEMA_VERSION,))
+            con.commit()
+        finally:
+            con.close()
 
 
 def _rows(prepared: Path, rel: str) -> Any:

@@ -26,7 +26,6 @@ Batches are consumed in submission order, so the output is byte-identical for an
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import re
 import shutil
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bloomforge import files
 from bloomforge.data.inputs import Document, ReadStats, parse_inputs, read_documents
 from bloomforge.errors import BloomforgeError
 from bloomforge.files import atomic_directory
@@ -136,9 +136,7 @@ def tokenize_corpus(
             "read": stats.to_dict(),
             "seconds": round(time.perf_counter() - t0, 3),
         }
-        part = tmp / "manifest.json.part"
-        part.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", "utf-8")
-        os.replace(part, tmp / "manifest.json")  # last file written: its presence = complete
+        files.write_json(tmp / "manifest.json", manifest)  # last: its presence = complete
     return manifest
 
 
@@ -248,6 +246,7 @@ class _Writers:
                 self._close(key)
                 continue
             a, b = int(starts[0]), int(ends[k - 1])
+            # files: a datatrove shard, in atomic_directory
             f.write_bytes(tokens[a:b].tobytes(), doc_ends=(ends[:k] - a).tolist())
             starts, ends = starts[k:], ends[k:]
             if len(f) >= self.shard_tokens:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from bloomforge import files
 from bloomforge.checkpoint import load_checkpoint, load_state, read_safetensors, save_checkpoint
 from bloomforge.errors import BloomforgeError
 from bloomforge.files import atomic_directory
@@ -248,8 +249,9 @@ def export_hf(ckpt: str | Path, out: str | Path) -> Path:
     hf_cfg = model_to_hf_config(loaded.recipe.model)
     with atomic_directory(out) as tmp:
         state = bloomforge_to_hf({k: v.contiguous() for k, v in loaded.model.state_dict().items()})
+        # files: in atomic_directory
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
+        files.write_json(tmp / "config.json", hf_cfg, indent=2, ensure_ascii=True)
         if loaded.tokenizer_file is not None:
             _write_hf_tokenizer(loaded.tokenizer_file, tmp)
     return Path(out)
@@ -268,4 +270,4 @@ def _write_hf_tokenizer(tokenizer_file: Path, folder: Path) -> None:
         "add_prefix_space": False,
         "clean_up_tokenization_spaces": False,
     }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    files.write_json(folder / "tokenizer_config.json", config, indent=2, ensure_ascii=True)

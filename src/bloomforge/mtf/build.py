@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bloomforge import files
 from bloomforge.errors import BloomforgeError
 from bloomforge.files import atomic_directory
 from bloomforge.mtf.datasets import READERS, Example, read_dataset
@@ -143,10 +144,10 @@ def build(
     }
     with atomic_directory(out) as tmp:
         for lang in sorted(records):
-            with open(tmp / f"{lang}.jsonl", "w", encoding="utf-8") as f:
+            with files.atomic_file(tmp / f"{lang}.jsonl") as f:
                 for rec in records[lang]:
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        files.write_json(tmp / MANIFEST, manifest, indent=2)
     return manifest
 
 

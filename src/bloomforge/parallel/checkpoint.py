@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from bloomforge import files
+
 
 def state_dicts(
     parts: list[nn.Module], optimizers: list[torch.optim.Optimizer]
@@ -62,7 +64,7 @@ def save_sharded(state: dict[str, torch.Tensor], staging: Path, name: str) -> Pa
     out = staging / f"{name}.safetensors"
     if dist.get_rank() == 0:
         (consolidated,) = sorted(parts.glob("*.safetensors"))
-        consolidated.replace(out)
+        files.move(consolidated, out)
         shutil.rmtree(parts)
     dist.barrier()
     return out

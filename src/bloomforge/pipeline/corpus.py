@@ -141,7 +141,7 @@ class _Writer:
             source, {"file": f"{source}.jsonl", "documents": 0, "bytes": 0, "languages": {}}
         )
         if source not in self.files:
-            self.files[source] = open(self.out / info["file"], "w", encoding="utf-8")  # noqa: SIM115 files: in atomic_directory
+            self.files[source] = open(self.out / info["file"], "w", encoding="utf-8")  # noqa: SIM115  # files: in atomic_directory
         record = {
             "id": f"{source}/{meta.get('locale', language)}/{info['documents']}",
             "text": text,

@@ -167,7 +167,7 @@ def _peak_rss_mb() -> dict[str, float]:
 def _reset_stage_peak() -> None:
     """Start a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM)."""
     with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
+        Path("/proc/self/clear_refs").write_text("5")  # files: a kernel control file
 
 
 def select(stages: list[Stage], first: str | None, last: str | None) -> list[str]:

@@ -8,7 +8,6 @@ and prints the sampling used; `fertility` prints a markdown table (and with `--o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -223,12 +222,10 @@ def _fertility(args: argparse.Namespace) -> int:
         markdown += "\n\n" + "\n".join(f"Note: {n}" for n in notes)
     print(markdown)
     if args.out:
-        from bloomforge.files import atomic_directory
+        from bloomforge import files
 
-        with atomic_directory(args.out) as tmp:
-            (tmp / "fertility.md").write_text(markdown + "\n", encoding="utf-8")
-            (tmp / "fertility.json").write_text(
-                json.dumps(table, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-            )
+        with files.atomic_directory(args.out) as tmp:
+            files.write_text(tmp / "fertility.md", markdown + "\n")
+            files.write_json(tmp / "fertility.json", table, indent=2)
         print(f"wrote {args.out}/fertility.md and fertility.json")
     return 0

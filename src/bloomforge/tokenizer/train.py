@@ -14,7 +14,6 @@ decoder; special tokens `<unk> <s> </s> <pad>` at ids 0-3; all 256 bytes in the 
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from bloomforge import files
 from bloomforge.data.inputs import InputSpec, ReadStats
 from bloomforge.errors import BloomforgeError
 from bloomforge.files import atomic_directory
@@ -124,10 +124,8 @@ def train_tokenizer(
 def save_trained(out: str | Path, result: TrainResult, vocab_size: int) -> Path:
     """`out/tokenizer.json` + `out/sampling.json`, the folder replaced atomically."""
     with atomic_directory(out) as tmp:
-        result.tokenizer.save(str(tmp / "tokenizer.json"))
-        (tmp / "sampling.json").write_text(
-            json.dumps(result.sampling_dict(vocab_size), indent=2, ensure_ascii=False) + "\n"
-        )
+        result.tokenizer.save(str(tmp / "tokenizer.json"))  # files: in atomic_directory
+        files.write_json(tmp / "sampling.json", result.sampling_dict(vocab_size), indent=2)
     return Path(out)
 
 

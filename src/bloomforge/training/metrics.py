@@ -9,12 +9,13 @@ repeats), RUN/tb/ (TensorBoard, under `train/` and `valid/`), and a line on the 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
+
+from bloomforge import files
 
 
 def device_peak_tflops(device: torch.device) -> float | None:
@@ -53,7 +54,7 @@ class MetricsLog:
             self._truncate(resume_step)
         elif self.path.exists():
             self.path.unlink()
-        self._file = open(self.path, "a")  # noqa: SIM115 (kept open for the whole run)
+        self._file = open(self.path, "a")  # noqa: SIM115  # files: append, open for the run
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -73,9 +74,7 @@ class MetricsLog:
                     kept.append(line)
             except json.JSONDecodeError:
                 break  # a line cut by the kill: everything after it is gone too
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{k}\n" for k in kept))
-        os.replace(tmp, self.path)
+        files.write_text(self.path, "".join(f"{k}\n" for k in kept))
 
     def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:

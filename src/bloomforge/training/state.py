@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from bloomforge import files
 from bloomforge.checkpoint import (
     STEP_PREFIX,
     cpu_tensors,
@@ -86,11 +87,12 @@ def save_training_checkpoint(
     def extra(tmp: Path) -> None:
         if distributed:
             for name in ("model", "optimizer"):
-                os.replace(staging / f"{name}.safetensors", tmp / f"{name}.safetensors")
+                files.move(staging / f"{name}.safetensors", tmp / f"{name}.safetensors")
         else:
+            # files: in atomic_directory
             save_file(cpu_tensors(optimizer_state), tmp / "optimizer.safetensors")
-        save_file(rng, tmp / "rng.safetensors")
-        (tmp / "trainer.json").write_text(json.dumps(trainer_state, indent=1) + "\n")
+        save_file(rng, tmp / "rng.safetensors")  # files: in atomic_directory
+        files.write_json(tmp / "trainer.json", trainer_state, ensure_ascii=True)
         fault_point("checkpoint-write", step)  # model written, the rest not yet renamed
 
     if rank == 0:

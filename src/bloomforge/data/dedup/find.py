@@ -21,8 +21,10 @@ import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from bloomforge import files
+
 from .config import DedupConfig
-from .io import load_arrays, position, save_arrays, save_json
+from .io import load_arrays, position
 from .near import first_of_components, group_representatives, simhash_representatives
 from .text import shingle_hashes, simhash, template_line_keys, text_key, url_key
 
@@ -59,7 +61,7 @@ class DedupSignatures(PipelineStep):
                     cols["line_pos"] += [pos] * len(keys)
                     cols["line_key"] += keys
             yield doc
-        save_arrays(
+        files.write_arrays(
             Path(self.work_dir) / "signatures" / f"{rank:05d}.npz",
             pos=np.array(cols["pos"], dtype=np.uint64),
             lang=np.array(cols["lang"], dtype=str),
@@ -133,9 +135,7 @@ def _write_clusters(folder: Path, ranks: list[int], offsets: np.ndarray, rep: np
         mine = members[(members >= offsets[rank]) & (members < end)]
         if mine.size:
             rows = np.stack([mine - offsets[rank], rep[mine]], axis=1).astype("<u4")
-            tmp = folder / f".{rank:06d}.clusters.tmp"
-            tmp.write_bytes(rows.tobytes())
-            tmp.replace(folder / f"{rank:06d}.clusters")
+            files.write_array(folder / f"{rank:06d}.clusters", rows)
 
 
 class ResolveDuplicates(PipelineStep):
@@ -165,11 +165,13 @@ class ResolveDuplicates(PipelineStep):
                 order = np.argsort(cols["pos"], kind="stable")
                 cols = {k: v if k.startswith("line_") else v[order] for k, v in cols.items()}
             summary, reasons, templates = self._resolve(cols, rank_positions)
-        save_arrays(
+        files.write_arrays(
             work / "resolved.npz", pos=cols.get("pos", np.zeros(0, np.uint64)), reason=reasons
         )
-        save_arrays(work / "templates.npz", keys=templates)
-        save_json(work / "summary.json", summary)
+        files.write_arrays(work / "templates.npz", keys=templates)
+        files.write_json(
+            work / "summary.json", summary, sort_keys=True, ensure_ascii=True, newline=False
+        )
         if data is not None:
             yield from data
 

@@ -18,11 +18,12 @@ import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from bloomforge import files
 from bloomforge.data.ledger import IN, KEPT, CountedFilter, ledger_key, record
 
 from .config import DedupConfig
 from .find import REASONS, load_resolved, load_templates
-from .io import load_arrays, position, save_json
+from .io import load_arrays, position
 from .substrings import cut_spans
 from .text import strip_template_lines
 
@@ -106,7 +107,8 @@ class _CuttingStep(PipelineStep):
             record(self, doc, KEPT)
             yield doc
         report = {"pieces": dict(pieces), "bytes": dict(cut_bytes)}
-        save_json(Path(self.work_dir) / "report" / f"{self.ledger_name}-{rank:05d}.json", report)
+        report_file = Path(self.work_dir) / "report" / f"{self.ledger_name}-{rank:05d}.json"
+        files.write_json(report_file, report, sort_keys=True, ensure_ascii=True, newline=False)
 
 
 class TemplateLineRemoval(_CuttingStep):

@@ -33,9 +33,11 @@ from datatrove.pipeline.dedup.minhash import (
 from datatrove.utils.hashing import HashConfig
 from datatrove.utils.word_tokenizers import WordTokenizer
 
+from bloomforge import files
+
 from .config import DedupConfig
 from .find import DedupSignatures, ResolveDuplicates, load_resolved, load_templates
-from .io import OutputWriter, PositionReader, load_arrays, position, save_arrays
+from .io import OutputWriter, PositionReader, load_arrays, position
 from .remove import DuplicateFilter, SubstringRemoval, TemplateLineRemoval, read_cut_reports
 from .substrings import later_repeat_masks, mask_spans
 from .text import shingle_hashes, strip_template_lines
@@ -121,7 +123,7 @@ class SubstringIndex(PipelineStep):
         found.sort()
         offsets = np.cumsum([0] + [len(s) for _, s in found], dtype=np.int64)
         flat = [span for _, spans in found for span in spans]
-        save_arrays(
+        files.write_arrays(
             Path(self.work_dir) / "substrings" / "spans.npz",
             pos=np.array([p for p, _ in found], dtype=np.uint64),
             offsets=offsets,

@@ -31,7 +31,7 @@ _FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {name}:{function}:{lin
 def _add_task_logger(logging_dir: Any, rank: int, local_rank: int = 0, node_rank: int = -1):
     """datatrove's `add_task_logger` without its console sink."""
     logger.remove()
-    logfile = logging_dir.open(f"logs/task_{rank:05d}.log", "w")
+    logfile = logging_dir.open(f"logs/task_{rank:05d}.log", "w")  # files: a log stream
     prefix = f"[NODE {node_rank}] " if node_rank != -1 else ""
     logger.add(logfile, colorize=False, level="DEBUG", format=prefix + _FORMAT)
     logger.info(f"Launching pipeline for {rank=}")

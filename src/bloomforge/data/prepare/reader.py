@@ -22,12 +22,12 @@ are counted too (`file_key`), so a file that gave none, an empty one, is named i
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from bloomforge import files
 from bloomforge.data import inputs
 from bloomforge.data.ledger import IN, KEPT, ledger_key, record
 from bloomforge.data.prepare.config import LANGUAGES
@@ -75,19 +75,15 @@ class SourceReader(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
         if data:
             yield from data
-        final = Path(self.malformed_dir) / self.source / f"{rank:05d}.jsonl"
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.tmp")
-        bad = 0
-        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as aside:
+        # whole or absent: no file when nothing was set aside (a rerun replaces an old list)
+        with files.side_file(Path(self.malformed_dir) / self.source, rank) as aside:
             for index in range(rank, len(self.files), world_size):
                 path = self.files[index]
                 self.stat_update("input_files")
                 skipped, documents = 0, 0
 
                 def on_skip(reason: str, line: int, raw: str, size: int, path: str = path) -> None:
-                    nonlocal bad, skipped
-                    bad += 1
+                    nonlocal skipped
                     skipped += 1
                     entry = {"file": path, "line": line, "reason": reason, "bytes": size}
                     entry["record"] = raw
@@ -101,11 +97,6 @@ class SourceReader(PipelineStep):
                 # value 0 still makes the key: an empty file is counted, not missing
                 self.stat_update(file_key(self.source, index, "records"), value=documents + skipped)
                 self.stat_update(file_key(self.source, index, "documents"), value=documents)
-        if bad:
-            os.replace(tmp, final)
-        else:
-            tmp.unlink()
-            final.unlink(missing_ok=True)  # a rerun that found none replaces an old list
 
     def _read(self, index: int, path: str, on_skip: inputs.SkipHandler):
         language = None if self.language == "auto" else self.language

@@ -22,12 +22,11 @@ figure data.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bloomforge import files
 from bloomforge.data.filters import read_alone
 from bloomforge.data.ledger import (
     IN,
@@ -210,23 +209,8 @@ def _final(ledger: list[dict]) -> dict[str, dict]:
 def write_stats(out: Path, config: dict, stages: list[dict], settings: dict) -> dict:
     """Build stats.json and write it atomically (temp file + rename); returns its content."""
     stats = build_stats(out, config, stages, settings)
-    write_json_atomic(Path(out) / "stats.json", stats)
+    files.write_json(Path(out) / "stats.json", stats, newline=False)
     return stats
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def language_table(stats: dict) -> list[dict[str, Any]]:
