@@ -15,11 +15,13 @@ The guarantee, the same for every function:
 A process killed mid-write (SIGKILL, OOM, node loss) can leave a `.NAME.tmp-*` behind but never
 a half-written NAME; `is_temporary` names those leftovers.
 
-What is not covered, and why: appends. `metrics.jsonl` while training, per-task log files and
-datatrove's own output writers (sharded `.jsonl.gz` written by its `DiskWriter` inside a stage
-folder that the caller renames with `atomic_directory`) are streams that grow while the run
-goes on; replacing them wholesale at each line would cost O(n^2). Appended files are read
-line by line and a torn last line is set aside by their readers (`training.metrics`).
+What is not covered, and why: streams that grow while a run goes on, where replacing the file
+at each record would cost O(n^2) - `metrics.jsonl` (appended per step; a line cut by a kill is
+dropped at resume by `training.metrics`), TensorBoard event files, codecarbon's
+`emissions.csv` rows, datatrove's per-task logs. Files streamed by a library into a folder that
+is itself built by `atomic_directory` (safetensors, `tokenizers`, datatrove token shards) are
+covered by that folder's rename. A call that writes any other way is refused by
+tests/test_files.py unless its line (or the one above) says `# files: <why>`.
 
 Test hooks (tests/test_files.py): `BLOOMFORGE_FAULT_WRITE=N` kills this process with SIGKILL
 in the middle of its N-th write (the temporary half written, before the rename), so tests can
