@@ -155,13 +155,14 @@ def test_pii_redaction_time_grows_linearly(motif, tail):
 
 
 def _seconds(text: str) -> float:
-    """Best of five runs of `redact(text)` (one when a run takes over a second)."""
+    """Best of five runs of `redact(text)` (fewer when a run takes over 3 s): the best of
+    several, so a busy machine's slow run does not count as growth."""
     best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
         redact(text)
         best = min(best, time.perf_counter() - start)
-        if best > 1:
+        if best > 3:
             break
     return best
 
