@@ -22,8 +22,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from bloomforge.data.inputs import ReadStats, parse_inputs, read_documents
 from bloomforge.data.tokenize import _cpu_count, tokenize_corpus
+from bloomforge.documents.inputs import ReadStats, parse_inputs, read_documents
 from bloomforge.tokenizer.io import SPECIAL_TOKENS, load_tokenizer
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"

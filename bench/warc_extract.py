@@ -6,7 +6,7 @@ HTML made of ../shared/data/corpus sentences in 8 languages (8-40 sentences per 
 boilerplate: head with script and style, a navigation list, a sidebar, comments, a footer.
 
 Timed on the same files in this process, alternating order, median of --rounds:
-- bloomforge: `bloomforge.data.inputs.iter_documents` (warcio records -> charset -> resiliparse
+- bloomforge: `bloomforge.documents.inputs.iter_documents` (warcio records -> charset -> resiliparse
   main-content extraction), what the reader step of `data prepare` runs;
 - datatrove: `WarcReader` -> `Trafilatura` (datatrove's defaults: favour_precision, the extractor
   in its sandbox process with a 1 s timeout per page), as a datatrove pipeline runs them;
@@ -35,7 +35,7 @@ from pathlib import Path
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from bloomforge.data.inputs import InputSpec, iter_documents
+from bloomforge.documents.inputs import InputSpec, iter_documents
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LANGS = ("en", "fr", "es", "pt", "id", "vi", "ca", "eu")

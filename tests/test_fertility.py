@@ -9,7 +9,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from bloomforge.cli import main
-from bloomforge.data.inputs import parse_inputs
+from bloomforge.documents.inputs import parse_inputs
 from bloomforge.tokenizer import (
     fertility_table,
     load_eval_texts,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bloomforge.data.inputs import ReadStats, parse_inputs, read_documents
+from bloomforge.documents.inputs import ReadStats, parse_inputs, read_documents
 from bloomforge.pipeline.config import CorpusConfig
 from bloomforge.pipeline.corpus import gather_corpus, normalise_language
 

@@ -8,9 +8,9 @@ import math
 import pytest
 
 from bloomforge.cli import main
+from bloomforge.hardware import GPUS, get_gpu
 from bloomforge.model.config import ModelConfig
 from bloomforge.model.flops import approx_train_flops, count_params, megatron_flops_per_iteration
-from bloomforge.science.gpus import GPUS, get_gpu
 from bloomforge.science.laws import PUBLISHED, chinchilla_rule
 from bloomforge.science.memory import (
     GIB,
@@ -199,7 +199,7 @@ def test_cli_plan_json_and_errors(capsys):
 
 
 def test_device_names_map_to_the_gpu_table():
-    from bloomforge.science.gpus import gpu_from_device_name
+    from bloomforge.hardware import gpu_from_device_name
 
     assert gpu_from_device_name("NVIDIA H100 80GB HBM3").name == "h100-sxm"
     assert gpu_from_device_name("NVIDIA H100 PCIe").name == "h100-pcie"

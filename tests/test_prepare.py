@@ -20,7 +20,6 @@ import pytest
 from datatrove.data import Document
 
 from bloomforge.cli import main
-from bloomforge.data.inputs import parse_inputs, read_documents
 from bloomforge.data.ledger import CountedFilter, read_ledger
 from bloomforge.data.prepare import (
     build_executors,
@@ -30,6 +29,7 @@ from bloomforge.data.prepare import (
 )
 from bloomforge.data.prepare import pipeline as pipeline_mod
 from bloomforge.data.prepare.config import PrepareConfig, SourceConfig
+from bloomforge.documents.inputs import parse_inputs, read_documents
 from bloomforge.errors import BloomforgeError
 
 # The inputs, and what a reader must make of them (hand-counted).
@@ -334,7 +334,7 @@ def test_example_config_loads():
 
 
 def test_reader_sets_aside_bad_parquet_and_truncated_gzip(tmp_path):
-    from bloomforge.data.inputs import InputSpec, ReadStats, iter_documents
+    from bloomforge.documents.inputs import InputSpec, ReadStats, iter_documents
 
     table = pa.table({"text": pa.array([b"ok one", b"\xff\xfe", b"ok two"], pa.binary())})
     pq.write_table(table, tmp_path / "bin.parquet")

@@ -18,8 +18,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from bloomforge.cli import main
 from bloomforge.errors import BloomforgeError
 from bloomforge.model import BloomLM, ModelConfig
+from bloomforge.model.config import check_vocab
 from bloomforge.model.generate import Sampling, generate_text
-from bloomforge.tokenizer import byte_level_tokenizer, check_vocab
+from bloomforge.tokenizer import byte_level_tokenizer
 
 CONTEXT = 256  # the micro preset's max_seq_len
 

@@ -10,7 +10,7 @@ import pytest
 from tokenizers import Tokenizer, pre_tokenizers
 
 from bloomforge.cli import main
-from bloomforge.data.inputs import parse_inputs
+from bloomforge.documents.inputs import parse_inputs
 from bloomforge.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_on_texts, train_tokenizer
 from bloomforge.tokenizer.sampling import count_languages, plan_sampling, sample_documents
 

@@ -21,8 +21,8 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from bloomforge.cli import main
-from bloomforge.data.inputs import InputSpec, ReadStats, format_of, iter_documents
 from bloomforge.data.ledger import read_ledger
+from bloomforge.documents.inputs import InputSpec, ReadStats, format_of, iter_documents
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WET = DATA / "web" / "ccnet_sample.warc.wet.txt"

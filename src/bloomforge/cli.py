@@ -230,6 +230,7 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_generate(args: argparse.Namespace) -> int:
     from bloomforge.checkpoint import load_checkpoint
     from bloomforge.devices import resolve_device
+    from bloomforge.model.config import check_vocab
     from bloomforge.model.generate import (
         GenerationLengthError,
         Sampling,
@@ -237,7 +238,6 @@ def _run_generate(args: argparse.Namespace) -> int:
         length_limit,
         print_streamed,
     )
-    from bloomforge.tokenizer import check_vocab
 
     device = resolve_device(args.device, "--device")
     try:

@@ -188,7 +188,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
 def _source_summary(source: str, totals: dict, reader: dict) -> str:
     """`  web: 1,200 documents read (3 malformed records set aside), 40 removed, 1,160 kept`,
     then the input files that gave no document, by name."""
-    from bloomforge.data.inputs import TOO_LARGE
+    from bloomforge.documents.inputs import TOO_LARGE
 
     removed = sum(n for reasons in totals["removed"].values() for n in reasons.values())
     skipped = reader.get("skipped", {})

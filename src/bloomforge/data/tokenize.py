@@ -1,6 +1,6 @@
 """`bloomforge data tokenize`: documents -> memory-mapped token shards in datatrove's format.
 
-In: a tokenizer (`tokenizer.json` or a folder with one) and input specs as `bloomforge.data.inputs`
+In: a tokenizer (`tokenizer.json` or a folder with one) and input specs as `documents.inputs`
 reads them (`[LANG=]PATH`: txt, jsonl, prepared output; gz/zst). Out: a folder
 
     manifest.json               written last; its presence means the folder is complete
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from bloomforge import files
-from bloomforge.data.inputs import Document, ReadStats, parse_inputs, read_documents
+from bloomforge.documents.inputs import Document, ReadStats, parse_inputs, read_documents
 from bloomforge.errors import BloomforgeError
 from bloomforge.files import atomic_directory
 from bloomforge.tokenizer.io import find_tokenizer_file, load_tokenizer

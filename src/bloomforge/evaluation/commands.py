@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from bloomforge.evaluation.scoring import Scorer
     from bloomforge.evaluation.tasks import get_task, load_task_file
-    from bloomforge.tokenizer import check_vocab
+    from bloomforge.model.config import check_vocab
 
     for f in args.task_file:
         load_task_file(f)

@@ -1,7 +1,7 @@
 """Run zero-shot tasks and per-language perplexity with one `Scorer`; results as a dict/table.
 
 In: a `Scorer`, `TaskSpec`s + the data folder (+ limit), and/or perplexity inputs
-`LANG=PATH` (txt: one document per line; jsonl: a `text` field; read by bloomforge.data.inputs).
+`LANG=PATH` (txt: one document per line; jsonl: a `text` field; read by documents.inputs).
 Out: `{"tasks": {task: {"subsets": {subset: metrics}, "all": metrics}}, "perplexity": {lang:
 metrics}}` where metrics hold each value, its `<metric>_stderr` and `n`. All requests of all
 tasks go to the scorer as one list, so it can sort and batch them together.
@@ -140,7 +140,7 @@ def read_perplexity_texts(inputs: Sequence[str]) -> PerplexityTexts:
     """Documents per language of `LANG=PATH` inputs. An input with no document to score (an
     empty file, only blank lines) is an error naming it: a table without its row would look
     like a result. Cheap: the CLI calls it before loading the checkpoint."""
-    from bloomforge.data.inputs import ReadStats, parse_inputs, read_documents
+    from bloomforge.documents.inputs import ReadStats, parse_inputs, read_documents
 
     texts: dict[str, list[str]] = {}
     stats = ReadStats()

@@ -26,7 +26,7 @@ from lm_eval.api.registry import register_model
 
 from bloomforge.devices import resolve_device
 from bloomforge.evaluation.scoring import Scorer, check_normalize_over
-from bloomforge.tokenizer import check_vocab
+from bloomforge.model.config import check_vocab
 
 
 @register_model("bloomforge")

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from bloomforge.errors import BloomforgeError
 from bloomforge.model.bloom import BloomLM, KVCache
-from bloomforge.tokenizer import check_vocab
+from bloomforge.model.config import check_vocab
 
 CPU_BATCH_SIZE = 16  # `--batch-size auto` on CPU: no OOM signal to probe, so a fixed default
 AUTO_START = 512  # `--batch-size auto` on CUDA: start here, halve on out-of-memory

@@ -134,7 +134,7 @@ def read_records(path: Path, limit: int | None = None) -> Iterator[tuple[dict[st
 
 
 def _records(path: Path, limit: int | None) -> Iterator[tuple[dict[str, Any], str]]:
-    from bloomforge.data.inputs import open_binary
+    from bloomforge.documents.inputs import open_binary
 
     if not path.is_file():
         raise BloomforgeError(f"{path}: task file not found (check --data)")

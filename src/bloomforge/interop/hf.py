@@ -24,9 +24,10 @@ from bloomforge.checkpoint import load_checkpoint, load_state, read_safetensors,
 from bloomforge.errors import BloomforgeError
 from bloomforge.files import atomic_directory
 from bloomforge.model import BloomLM, ModelConfig
+from bloomforge.model.config import check_vocab
 from bloomforge.outputs import check_output
 from bloomforge.recipe import Recipe
-from bloomforge.tokenizer import SPECIAL_TOKENS, check_vocab, find_tokenizer_file
+from bloomforge.tokenizer import SPECIAL_TOKENS, find_tokenizer_file
 
 # transformers name (after the `transformer.` prefix) -> bloomforge name; {i} is the layer.
 _LAYER_KEYS = {

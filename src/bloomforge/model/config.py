@@ -8,9 +8,11 @@ fields (`head_dim`, `ffn_hidden`, `padded_vocab_size`, `init_std`) every other m
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
+from bloomforge.errors import BloomforgeError
 from bloomforge.typed_config import bounded
 
 Position = Literal["alibi", "none", "learned", "sinusoidal", "rotary"]
@@ -156,3 +158,18 @@ PRESETS: dict[str, ModelConfig] = {
     "bloom-7b1": _bloom("bloom-7b1", 30, 4096, 32),  # tr11f-6B3-ml
     "bloom-176b": _bloom("bloom-176b", 70, 14336, 112),  # tr11-176B-ml
 }
+
+
+def check_vocab(tokenizer: Any, cfg: ModelConfig, where: str | os.PathLike) -> None:
+    """A tokenizer with ids past the model's embedding rows is not this model's tokenizer.
+
+    The model may have more rows than tokens (BLOOM pads 250680 to 250880), never fewer:
+    `where` (the tokenizer file) is named in the error, with both sizes.
+    """
+    n = tokenizer.get_vocab_size()
+    if n > cfg.padded_vocab_size:
+        raise BloomforgeError(
+            f"{where}: the tokenizer has {n} tokens, the model's vocabulary only "
+            f"{cfg.padded_vocab_size} (model.vocab_size={cfg.vocab_size}, padded); "
+            "use the tokenizer the model was trained with"
+        )

@@ -196,7 +196,7 @@ def generate_text(
     last call (held back: an incomplete UTF-8 character, a possible start of a stop string);
     the last call of a row has `finished=True`. The pieces of a row add up to its returned text.
     """
-    from bloomforge.tokenizer import check_vocab
+    from bloomforge.model.config import check_vocab
 
     s = sampling or Sampling()
     check_vocab(tokenizer, model.cfg, "the tokenizer")

@@ -77,7 +77,7 @@ def data_stage(ctx: Context) -> dict[str, Any]:
 
 
 def tokenizer_stage(ctx: Context) -> dict[str, Any]:
-    from bloomforge.data.inputs import ReadStats, parse_inputs, read_documents
+    from bloomforge.documents.inputs import ReadStats, parse_inputs, read_documents
     from bloomforge.tokenizer.fertility import fertility_table, format_fertility, load_eval_texts
     from bloomforge.tokenizer.io import load_tokenizer
     from bloomforge.tokenizer.train import save_trained, train_tokenizer
@@ -126,8 +126,8 @@ def tokens_stage(ctx: Context) -> dict[str, Any]:
     import tempfile
     from collections import Counter
 
-    from bloomforge.data.inputs import ReadStats, parse_inputs, read_documents
     from bloomforge.data.tokenize import safe_segment, tokenize_corpus
+    from bloomforge.documents.inputs import ReadStats, parse_inputs, read_documents
 
     cfg, stats = ctx.recipe.tokens, ReadStats()
     for litter in ctx.run.glob(".tokens-input-*"):  # left by a killed attempt
@@ -297,7 +297,7 @@ def _prompts(ctx: Context) -> dict[str, list[str]]:
     cfg = ctx.recipe.eval
     if cfg.prompts:
         return cfg.prompts
-    from bloomforge.data.inputs import ReadStats, parse_inputs, read_documents
+    from bloomforge.documents.inputs import ReadStats, parse_inputs, read_documents
 
     prompts: dict[str, list[str]] = defaultdict(list)
     held = ctx.run / "heldout"

@@ -135,9 +135,9 @@ def _grid(args: argparse.Namespace) -> tuple[float, str] | None:
 
 def _run_plan(args: argparse.Namespace) -> int:
     from bloomforge.errors import BloomforgeError
+    from bloomforge.hardware import get_gpu
     from bloomforge.model.config import ModelConfig
     from bloomforge.science.carbon import co2_tonnes
-    from bloomforge.science.gpus import get_gpu
     from bloomforge.science.laws import load_law
     from bloomforge.science.memory import Layout
     from bloomforge.science.plan import format_plan, plan_budget, plan_model
@@ -270,13 +270,13 @@ def _run_scaling_fit(args: argparse.Namespace) -> int:
 
 def _run_carbon(args: argparse.Namespace) -> int:
     from bloomforge.errors import BloomforgeError
+    from bloomforge.hardware import get_gpu
     from bloomforge.science.carbon import (
         carbon_report,
         energy_from_gpu_hours,
         energy_from_mwh,
         format_carbon,
     )
-    from bloomforge.science.gpus import get_gpu
 
     grid = _grid(args)
     if grid is None:

@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from bloomforge.errors import BloomforgeError
+from bloomforge.hardware import GPU
 from bloomforge.model.config import BLOOM_VOCAB, ModelConfig
 from bloomforge.model.flops import (
     approx_train_flops,
@@ -26,7 +27,6 @@ from bloomforge.model.flops import (
     train_flops_per_token,
 )
 from bloomforge.science.carbon import energy_from_gpu_hours
-from bloomforge.science.gpus import GPU
 from bloomforge.science.laws import PUBLISHED, ScalingLaw, chinchilla_rule
 from bloomforge.science.memory import GIB, Layout, estimate_memory
 

@@ -21,7 +21,8 @@ def load_engine(
 ) -> Engine:
     from bloomforge.checkpoint import load_checkpoint
     from bloomforge.interop.hf import load_hf_model
-    from bloomforge.tokenizer import check_vocab, find_tokenizer_file, load_tokenizer
+    from bloomforge.model.config import check_vocab
+    from bloomforge.tokenizer import find_tokenizer_file, load_tokenizer
 
     folder = Path(path)
     if (folder / "config.json").is_file() and not (folder / "config.yaml").is_file():

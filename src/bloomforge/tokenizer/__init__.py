@@ -15,7 +15,6 @@ from bloomforge.tokenizer.fertility import (
 from bloomforge.tokenizer.io import (
     SPECIAL_TOKENS,
     byte_level_tokenizer,
-    check_vocab,
     find_tokenizer_file,
     load_tokenizer,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "SamplingPlan",
     "bloom_style_tokenizer",
     "byte_level_tokenizer",
-    "check_vocab",
     "count_languages",
     "count_tokens",
     "fertility_table",

@@ -95,7 +95,7 @@ def _add_overwrite(p: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from bloomforge.data.inputs import parse_inputs
+    from bloomforge.documents.inputs import parse_inputs
     from bloomforge.outputs import claim_output, spec_paths
     from bloomforge.tokenizer.train import check_vocab_size
 
@@ -151,7 +151,7 @@ def _run_fertility(args: argparse.Namespace) -> int:
 
 
 def _fertility(args: argparse.Namespace) -> int:
-    from bloomforge.data.inputs import ReadStats, parse_inputs
+    from bloomforge.documents.inputs import ReadStats, parse_inputs
     from bloomforge.errors import BloomforgeError
     from bloomforge.tokenizer.fertility import (
         OURS,

@@ -1,6 +1,6 @@
 """Tokenizer fertility per language against reference tokenizers, as in BLOOM's Table 2.
 
-In: evaluation text per language (`[LANG=]PATH` specs read through `bloomforge.data.inputs`; a
+In: evaluation text per language (`[LANG=]PATH` specs read through `bloomforge.documents.inputs`; a
 `X.words` file beside `X.txt` gives the treebank's own word segmentation, line-aligned, words
 separated by single spaces), our tokenizer and references (tokenizer.json files or folders, or
 monolingual tokenizers trained here per language). Out: per language and tokenizer the tokens,
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from bloomforge.data.inputs import InputSpec, ReadStats, iter_documents
+from bloomforge.documents.inputs import InputSpec, ReadStats, iter_documents
 from bloomforge.errors import BloomforgeError
 
 OURS = "ours"

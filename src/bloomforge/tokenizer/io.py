@@ -6,14 +6,10 @@ In: a path to `tokenizer.json` or a folder with one. Out: `tokenizers.Tokenizer`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from bloomforge.errors import BloomforgeError
-
-if TYPE_CHECKING:
-    from bloomforge.model.config import ModelConfig
 
 # BLOOM's special tokens and their ids (bigscience/tokenizer): <unk>=0, <s>=1, </s>=2, <pad>=3.
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
@@ -36,21 +32,6 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         return Tokenizer.from_file(str(file))
     except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
         raise BloomforgeError(f"{file}: not a valid tokenizer.json ({e})") from e
-
-
-def check_vocab(tokenizer: Tokenizer, cfg: ModelConfig, where: str | Path) -> None:
-    """A tokenizer with ids past the model's embedding rows is not this model's tokenizer.
-
-    The model may have more rows than tokens (BLOOM pads 250680 to 250880), never fewer:
-    `where` (the tokenizer file) is named in the error, with both sizes.
-    """
-    n = tokenizer.get_vocab_size()
-    if n > cfg.padded_vocab_size:
-        raise BloomforgeError(
-            f"{where}: the tokenizer has {n} tokens, the model's vocabulary only "
-            f"{cfg.padded_vocab_size} (model.vocab_size={cfg.vocab_size}, padded); "
-            "use the tokenizer the model was trained with"
-        )
 
 
 def byte_level_tokenizer() -> Tokenizer:

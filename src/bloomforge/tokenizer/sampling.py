@@ -1,6 +1,6 @@
 """Language sampling for tokenizer training: p_i ∝ n_i^α, as BLOOM did (α = 0.3).
 
-In: input specs (read only through `bloomforge.data.inputs`), α, a byte cap per language and a
+In: input specs (read only through `bloomforge.documents.inputs`), α, a byte cap per language and a
 seed. Out: a `SamplingPlan` (per language: bytes and documents available, p_i, the byte target)
 and a stream of documents realising it, with the bytes and documents actually used.
 
@@ -27,7 +27,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from bloomforge.data.inputs import InputSpec, ReadStats, read_documents
+from bloomforge.documents.inputs import InputSpec, ReadStats, read_documents
 from bloomforge.errors import BloomforgeError
 
 # BLOOM §3.2 (tokenizer): "sampled ... with a multilingual alpha-sampling, alpha = 0.3".

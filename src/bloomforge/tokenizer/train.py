@@ -1,6 +1,6 @@
 """Train a BLOOM-style byte-level BPE tokenizer on α-sampled multilingual text.
 
-In: input specs (`[LANG=]PATH`, read through `bloomforge.data.inputs`), vocabulary size, α, byte
+In: input specs (`[LANG=]PATH`, read through `documents.inputs`), vocabulary size, α, byte
 cap per language, seed. Out: an HF `tokenizers.Tokenizer` and the sampling actually used; on
 disk (`save_trained`) a folder with `tokenizer.json` and `sampling.json`, written atomically.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from bloomforge import files
-from bloomforge.data.inputs import InputSpec, ReadStats
+from bloomforge.documents.inputs import InputSpec, ReadStats
 from bloomforge.errors import BloomforgeError
 from bloomforge.files import atomic_directory
 from bloomforge.tokenizer.io import SPECIAL_TOKENS

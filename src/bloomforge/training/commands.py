@@ -63,7 +63,7 @@ def _run_train(args: argparse.Namespace) -> int:
                 "folder to start from)"
             )
     if args.dry_run:
-        from bloomforge.training.dry_run import describe_run, format_run
+        from bloomforge.science.dry_run import describe_run, format_run
 
         if recipe.init:  # the model's shape is the init's
             import dataclasses

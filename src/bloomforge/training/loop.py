@@ -33,12 +33,13 @@ from bloomforge.data.loader import MixtureLoader
 from bloomforge.devices import resolve_device
 from bloomforge.errors import BloomforgeError, RunStopped
 from bloomforge.model import BloomLM
+from bloomforge.model.config import check_vocab
 from bloomforge.model.flops import count_params, train_flops_per_token
 from bloomforge.parallel.apply import LOW_PRECISION, parallelize
 from bloomforge.parallel.dims import ParallelDims, build_mesh
 from bloomforge.parallel.env import init_single_process_group
 from bloomforge.recipe import Recipe, save_recipe
-from bloomforge.tokenizer import check_vocab, find_tokenizer_file, load_tokenizer
+from bloomforge.tokenizer import find_tokenizer_file, load_tokenizer
 from bloomforge.training import state as ckpt
 from bloomforge.training.loss_scale import LossScaler
 from bloomforge.training.metrics import (

@@ -19,10 +19,10 @@ from bloomforge import files
 
 
 def device_peak_tflops(device: torch.device) -> float | None:
-    """Datasheet dense bf16 peak (the one GPU table: science.gpus); None when unknown."""
+    """Datasheet dense bf16 peak (the one GPU table: bloomforge.hardware); None when unknown."""
     if device.type != "cuda":
         return None
-    from bloomforge.science.gpus import gpu_from_device_name
+    from bloomforge.hardware import gpu_from_device_name
 
     gpu = gpu_from_device_name(torch.cuda.get_device_name(device))
     return gpu.peak_tflops if gpu is not None else None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bloomforge.data.inputs import InputSpec, is_input_file, parse_inputs
+from bloomforge.documents.inputs import InputSpec, is_input_file, parse_inputs
 from bloomforge.errors import BloomforgeError
 from bloomforge.typed_config import from_dict, load_yaml, save_yaml, to_dict
 
@@ -91,7 +91,7 @@ class SourceConfig:
 
     @property
     def reader_format(self) -> str | None:
-        """The `bloomforge.data.inputs` format name, None to guess from each file's suffix."""
+        """The `bloomforge.documents.inputs` format name, None to guess from each file's suffix."""
         return _FORMATS[self.format]
 
     @property

@@ -1,14 +1,14 @@
 """The reader step of `data prepare`: a source's files -> datatrove Documents with provenance.
 
 In: the files of one source (txt / jsonl / warc / wet (.gz/.zst) / parquet), read by the house
-reader `bloomforge.data.inputs.iter_documents`; datatrove's executor gives each task its share of
+reader `documents.inputs.iter_documents`; datatrove's executor gives each task its share of
 the files (`files[rank::world_size]`; `prepare` runs one task per file). Out: datatrove `Document`s,
 id `SOURCE/FILE_INDEX/LINE` (stable whatever the number of workers), metadata `source`,
 `language` (the source's code; for `auto` the record's or file name's language, else
 "unknown"), `file`, `line` (1-based line, parquet row or WARC record), `orig_id`, `url` when
 present, and `date` (WARC-Date, the crawl date) for web archives: the exact-URL dedup step reads
 `url`. Web-archive records that give no text (non-response records, non-text MIME types, charset
-errors, bad HTML, empty extractions: `bloomforge.data.warc`) are malformed records like these.
+errors, bad HTML, empty extractions: `bloomforge.documents.warc`) are malformed records like these.
 
 Malformed records, and records over `max_doc_bytes` (`too_large`, before any costly step: one
 50 MB record otherwise takes minutes and gigabytes in language id and the filters), are counted
@@ -28,9 +28,9 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from bloomforge import files
-from bloomforge.data import inputs
 from bloomforge.data.ledger import IN, KEPT, ledger_key, record
 from bloomforge.data.prepare.config import LANGUAGES
+from bloomforge.documents import inputs
 
 READ_STEP = "read"
 UNKNOWN = "unknown"

@@ -44,7 +44,7 @@ CHARSET = "charset error"
 BAD_HTML = "bad HTML"
 EMPTY = "empty extraction"
 CORRUPT = "corrupt or truncated file"
-TOO_LARGE = "too_large"  # the reason the other readers use (bloomforge.data.inputs)
+TOO_LARGE = "too_large"  # the reason the other readers use (bloomforge.documents.inputs)
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 TEXT_TYPES = HTML_TYPES | {"text/plain"}

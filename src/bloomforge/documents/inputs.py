@@ -3,7 +3,7 @@
 In: input specs as typed on the command line, `[LANG=]PATH`, where PATH is a file, a glob or a
 folder. Files are plain text (`.txt`, one document per line), jsonl (`.jsonl`, `.json`), parquet
 (`.parquet`, read with pyarrow, one document per row), web archives (`.warc`: one document per
-HTML response, its main text extracted; `.wet`: one per conversion record; `bloomforge.data.warc`)
+HTML response, its main text extracted; `.wet`: one per conversion record; `documents.warc`)
 or the prepared output of `data prepare` (datatrove jsonl: `{"text", "id", "metadata":
 {"language", "source", ...}}`); text, jsonl and web archives optionally `.gz` or `.zst`
 compressed. A folder means every such file below it. Out: `Document`s with provenance (source,
@@ -11,7 +11,7 @@ language, file, line or 1-based parquet row or WARC record, the record's own id 
 web archives the crawl date).
 Malformed records (invalid UTF-8, bad JSON, missing or non-string text, empty text, a corrupt or
 truncated file; in web archives also non-response records, non-text MIME types, charset errors,
-bad HTML and empty extractions: see `bloomforge.data.warc`) are counted per reason in
+bad HTML and empty extractions: see `bloomforge.documents.warc`) are counted per reason in
 `ReadStats`, passed to `on_skip` when given (so callers can set them aside), and skipped, never
 a crash; a missing file or a glob matching nothing is a
 one-line error. With `max_bytes`, a record larger than that (a line of a text or jsonl file, the
@@ -331,7 +331,7 @@ def _line_records(path: Path, fmt: str, skip: _Skip, max_bytes: int | None) -> _
 
 
 def _warc_records(path: Path, fmt: str, skip: _Skip, max_bytes: int | None) -> _Records:
-    from bloomforge.data import warc
+    from bloomforge.documents import warc
 
     try:
         # warcio reads gzip members itself (per-record .warc.gz); zstd through open_binary
