@@ -347,3 +347,13 @@ def test_save_yaml_failure_keeps_old_file(tmp_path: Path) -> None:
         save_yaml({"a": object()}, target)
     assert load_yaml(target) == {"a": 1}
     assert os.listdir(tmp_path) == ["c.yaml"]
+
+
+def test_config_error_is_a_bloomforge_error_and_a_value_error():
+    from bloomforge.errors import BloomforgeError
+    from bloomforge.recipe import load_recipe
+    from bloomforge.typed_config import ConfigError
+
+    with pytest.raises(BloomforgeError, match="unknown key 'train.lrr'") as e:
+        load_recipe(None, ["train.lrr=1"])
+    assert isinstance(e.value, ConfigError) and isinstance(e.value, ValueError)

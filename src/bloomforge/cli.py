@@ -13,7 +13,6 @@ import sys
 from collections.abc import Sequence
 
 from bloomforge.errors import BloomforgeError
-from bloomforge.typed_config import ConfigError
 
 # Each stage package adds its own commands: `register(commands)` on the top-level subparsers.
 # These modules must stay cheap to import (no torch at module level) so `--help` stays fast.
@@ -45,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return args.func(args) or 0
-    except (BloomforgeError, ConfigError) as e:
+    except BloomforgeError as e:
         print(f"bloomforge: {_rank_prefix()}{e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

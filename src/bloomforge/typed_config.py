@@ -22,14 +22,18 @@ from typing import Any, Literal, NoReturn, TypeVar, Union
 
 import yaml
 
+from bloomforge.errors import BloomforgeError
+
 T = TypeVar("T")
 _NONE = type(None)
 _KEYED = ("key '", "unknown key '", "missing key '")
 _BOOLS = {"true": True, "yes": True, "false": False, "no": False}
 
 
-class ConfigError(ValueError):
-    """A configuration problem, described in one line that says which key and what to do."""
+class ConfigError(BloomforgeError, ValueError):
+    """A configuration problem, described in one line that says which key and what to do: a
+    kind of BloomforgeError (the CLI prints it as one line), and a ValueError for callers that
+    validate values."""
 
 
 class _Mismatch(ConfigError):
