@@ -31,6 +31,7 @@ from bloomforge import files
 from bloomforge.errors import BloomforgeError
 from bloomforge.files import atomic_directory
 from bloomforge.model import BloomLM
+from bloomforge.parallel.dims import local_part
 from bloomforge.recipe import Recipe, save_recipe
 from bloomforge.tokenizer import find_tokenizer_file, load_tokenizer
 from bloomforge.typed_config import ConfigError, from_dict, load_yaml
@@ -126,7 +127,7 @@ def verify(folder: Path, require: bool = False) -> str | None:
 def first_non_finite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
     """The name of the first tensor holding NaN or inf (a DTensor: its local shard), else None."""
     for name, tensor in named:
-        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+        local = local_part(tensor)
         if local.is_floating_point() and not torch.isfinite(local).all():
             return name
     return None

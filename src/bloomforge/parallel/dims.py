@@ -3,14 +3,18 @@
 In: the recipe's `parallel` section and the world size. Out: `ParallelDims` with checked sizes
 (an inexact factorisation is a one-line error naming the keys) and `build_mesh`, a DeviceMesh with
 dimensions named "pp", "dp", "tp" (Megatron's order: tensor parallel innermost, on the fastest
-links; pipeline outermost).
+links; pipeline outermost); `local_part`, a rank's part of a possibly sharded tensor.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bloomforge.errors import BloomforgeError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -50,3 +54,8 @@ def build_mesh(dims: ParallelDims, device_type: str):
     return init_device_mesh(
         device_type, (dims.pp, dims.dp, dims.tp), mesh_dim_names=("pp", "dp", "tp")
     )
+
+
+def local_part(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a tensor: a DTensor's local shard, a plain tensor itself."""
+    return t.to_local() if hasattr(t, "to_local") else t

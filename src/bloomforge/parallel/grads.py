@@ -16,6 +16,8 @@ from collections import defaultdict
 import torch
 import torch.distributed as dist
 
+from bloomforge.parallel.dims import local_part
+
 _LAYOUTS = ((), ("dp",), ("tp",), ("dp", "tp"))
 
 
@@ -42,7 +44,7 @@ def clip_grad_norm(
         if p.grad is None:
             continue
         g = p.grad
-        groups[_split_dims(g)].append(g.to_local() if hasattr(g, "to_local") else g)
+        groups[_split_dims(g)].append(local_part(g))
     unknown = set(groups) - set(_LAYOUTS)
     if unknown:
         raise ValueError(f"gradient layouts {sorted(unknown)} are not handled")
@@ -59,11 +61,7 @@ def clip_grad_norm(
         dist.all_reduce(total, group=mesh["pp"].get_group())
     norm = total.sqrt()
     coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-    local = [
-        p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
-        for p in params
-        if p.grad is not None
-    ]
+    local = [local_part(p.grad) for p in params if p.grad is not None]
     if local:
         torch._foreach_mul_(local, coef.to(local[0].dtype))
     return norm

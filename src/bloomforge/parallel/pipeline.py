@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from bloomforge.errors import BloomforgeError
+from bloomforge.parallel.dims import local_part
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved_1f1b")
 
@@ -176,4 +177,4 @@ def sync_tied_embedding(models: list[nn.Module], group) -> None:
         if weight is None or m.output is not None or weight.weight.grad is None:
             continue
         g = weight.weight.grad
-        dist.all_reduce(g.to_local() if hasattr(g, "to_local") else g, group=group)
+        dist.all_reduce(local_part(g), group=group)

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from bloomforge.errors import BloomforgeError
+from bloomforge.parallel.dims import local_part
 
 
 def apply_tp(model: nn.Module, tp_mesh) -> None:
@@ -63,7 +64,7 @@ def sync_replicated_grads(model: nn.Module, tp_group) -> None:
         if p.grad is None or is_tp_sharded(p):
             continue
         g = p.grad
-        grads.append(g.to_local() if hasattr(g, "to_local") else g)
+        grads.append(local_part(g))
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])

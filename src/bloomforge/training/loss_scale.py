@@ -61,10 +61,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-try:  # torch >= 2.4 has the public path; builds without distributed have no DTensor
-    from torch.distributed.tensor import DTensor
-except ImportError:  # pragma: no cover
-    DTensor = None  # type: ignore[assignment,misc]
+from bloomforge.parallel.dims import local_part
 
 # BLOOM small models' DeepSpeed "fp16" block (tr11*-ml.slurm): initial_scale_power 12,
 # loss_scale_window 500, hysteresis 2, min_loss_scale 1; DeepSpeed's scale_factor 2.
@@ -167,7 +164,7 @@ class LossScaler:
         for g in grads:
             if g is None:
                 continue
-            local = g.to_local() if DTensor is not None and isinstance(g, DTensor) else g
+            local = local_part(g)
             if local.numel():  # FSDP shards can be empty on some ranks
                 by_kind.setdefault((local.device, local.dtype), []).append(local)
 
