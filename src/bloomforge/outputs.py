@@ -20,6 +20,7 @@ second writer can say who holds it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import glob
@@ -277,4 +278,13 @@ def _busy(folder: Path, lock: Path, owner: dict) -> str:
     )
     return (
         f"{folder}: being written by {who}; wait for it to finish or write elsewhere (lock {lock})"
+    )
+
+
+def add_overwrite_flag(p: argparse.ArgumentParser) -> None:
+    """The `--overwrite` flag of commands that write a folder (checked by `claim_output`)."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT when it is a non-empty folder (never a training run folder)",
     )
