@@ -268,3 +268,24 @@ def test_energy_estimate_without_codecarbon_file(tmp_path):
     )
     e = _energy(tmp_path, recipe, train_seconds=3600.0)
     assert e["measured"] and e["kwh"] == pytest.approx(0.04) and e["kg_co2"] == pytest.approx(0.003)
+
+
+def test_a_stopped_train_stage_is_reported_and_resumed(first_run, tmp_path, capsys):
+    """The kill switch stops training after a saved step: `run` says so and exits 130 (a value
+    from the stage, not an exception), the stage stays unfinished, the next `run` resumes it."""
+    recipe, _, _ = first_run
+    run = tmp_path / "run"
+    write_documents(run)
+    switch = tmp_path / "stop-now"
+    switch.touch()
+    argv = ["run", str(recipe), "--out", str(run), "--from", "tokenizer"]
+    assert main([*argv, f"train.kill_switch={switch}"]) == 130
+    captured = capsys.readouterr()
+    assert "[train] stopped: kill switch" in captured.out
+    assert "stopped in train (kill switch" in captured.err
+    assert not (run / ".stages" / "train.json").exists()
+    assert (run / ".stages" / "train.started").exists() and not (run / "eval").exists()
+    switch.unlink()
+    assert main([*argv, f"train.kill_switch={switch}"]) == 0
+    out = capsys.readouterr().out
+    assert "[train] resuming" in out and _ran_from(out) == ["train", "eval", "export", "report"]

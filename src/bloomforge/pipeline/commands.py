@@ -7,6 +7,7 @@ per stage on stdout. Cheap to import: the pipeline is imported inside the handle
 from __future__ import annotations
 
 import argparse
+import sys
 
 _STAGE_HELP = "corpus, data, tokenizer, tokens, train, eval, export, report"
 
@@ -65,6 +66,12 @@ def _execute(recipe, args: argparse.Namespace) -> int:
         records = run_stages(Context(out, recipe), stages, args.first, args.last, args.force)
     ran = [s for s, r in records.items() if not r["skipped"]]
     print(f"{out}: ran {', '.join(ran) or 'nothing (all up to date)'}")
+    stopped = [f"{s} ({r['stopped']})" for s, r in records.items() if r.get("stopped")]
+    if stopped:
+        print(
+            f"bloomforge: stopped in {stopped[0]}; run the same command to resume", file=sys.stderr
+        )
+        return 130
     if (out / "report.html").exists():
         print(f"report: {out / 'report.html'}")
     return 0

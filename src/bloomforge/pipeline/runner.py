@@ -47,11 +47,20 @@ class Context:
 
 
 @dataclass(frozen=True)
+class Stopped:
+    """What a stage returns when it saved its progress and stopped before the end (a training
+    stage's kill switch, time limit or signal): the run stops there, the stage stays
+    unfinished and the next `run` resumes it."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     needs: tuple[str, ...]  # upstream stages whose fingerprints feed this one's
     outputs: tuple[str, ...]  # paths (relative to the run folder) that a finished stage left
-    fn: Callable[[Context], dict[str, Any]]  # runs the stage; returns details for its record
+    fn: Callable[[Context], dict[str, Any] | Stopped]  # runs the stage; details for its record
 
 
 def _hash(obj: Any) -> str:
@@ -255,6 +264,10 @@ def run_stages(
         _reset_stage_peak()
         t0 = time.perf_counter()
         details = stage.fn(stage_ctx)
+        if isinstance(details, Stopped):
+            ctx.echo(f"[{stage.name}] stopped: {details.reason}; run again to resume it")
+            done[stage.name] = {"stage": stage.name, "skipped": False, "stopped": details.reason}
+            return done
         record = {
             "stage": stage.name,
             "fingerprint": fp,

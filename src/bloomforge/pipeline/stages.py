@@ -28,7 +28,7 @@ from typing import Any
 from bloomforge import files
 from bloomforge.errors import BloomforgeError
 from bloomforge.files import atomic_directory
-from bloomforge.pipeline.runner import Context, Stage, clear
+from bloomforge.pipeline.runner import Context, Stage, Stopped, clear
 
 DOCUMENTS = "data/documents"  # the prepared documents (issue 6's OUT/documents)
 
@@ -182,7 +182,7 @@ def training_recipe(ctx: Context):
     )
 
 
-def train_stage(ctx: Context) -> dict[str, Any]:
+def train_stage(ctx: Context) -> dict[str, Any] | Stopped:
     from bloomforge.checkpoint import run_checkpoints
     from bloomforge.training.loop import Trainer
 
@@ -192,7 +192,7 @@ def train_stage(ctx: Context) -> dict[str, Any]:
     trainer = Trainer(training_recipe(ctx), resume=bool(run_checkpoints(out)))
     summary = trainer.fit()
     if summary["stopped"]:  # saved a checkpoint; the next `run` resumes from it
-        raise KeyboardInterrupt
+        return Stopped(summary["stopped"])
     return {k: summary[k] for k in ("step", "tokens", "skipped", "skip_reasons", "emissions_kg")}
 
 
@@ -259,7 +259,7 @@ def _rank_eval(ckpt_dir: str | Path, ft, device: str) -> dict[str, Any]:
         return run_prompted(scorer, specs, Path(ft.data), load_prompts(ft.prompts), ft.limit)
 
 
-def finetune_stage(ctx: Context) -> dict[str, Any]:
+def finetune_stage(ctx: Context) -> dict[str, Any] | Stopped:
     from bloomforge.checkpoint import run_checkpoints
     from bloomforge.devices import resolve_device
     from bloomforge.training.loop import Trainer
@@ -275,7 +275,7 @@ def finetune_stage(ctx: Context) -> dict[str, Any]:
     before = _rank_eval(recipe.init, ft, device) if ft.tasks else None
     summary = Trainer(recipe, resume=bool(run_checkpoints(out))).fit()
     if summary["stopped"]:  # saved a checkpoint; the next `run` resumes from it
-        raise KeyboardInterrupt
+        return Stopped(summary["stopped"])
     details = {k: summary[k] for k in ("step", "tokens", "skipped", "skip_reasons")}
     if before is not None:
         after = _rank_eval(out, ft, device)
