@@ -18,6 +18,7 @@ from typing import Any
 
 from bloomforge.pipeline.config import STAGES, RunRecipe
 from bloomforge.tables import md_table
+from bloomforge.training.metrics import read_metrics
 
 
 def _json(path: Path) -> Any:
@@ -25,20 +26,6 @@ def _json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def _metrics(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return rows
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            break
-    return rows
 
 
 def _energy(run: Path, recipe: RunRecipe, train_seconds: float | None) -> dict[str, Any] | None:
@@ -106,7 +93,7 @@ def collect_facts(run: Path, recipe: RunRecipe) -> dict[str, Any]:
         "tokens": tokens,
         "languages": dict(sorted(languages.items(), key=lambda kv: -kv[1]["tokens"])),
         "sources": dict(sorted(sources.items(), key=lambda kv: -kv[1]["tokens"])),
-        "metrics": _metrics(run / "train" / "metrics.jsonl"),
+        "metrics": read_metrics(run / "train" / "metrics.jsonl"),
         "eval": _json(run / "eval" / "results.json"),
         "model": None,
     }
@@ -166,7 +153,7 @@ def finetune_facts(run: Path) -> dict[str, Any] | None:
     return {
         "mixture": mixture,
         "tokens": tokens,
-        "metrics": _metrics(run / "finetune" / "metrics.jsonl"),
+        "metrics": read_metrics(run / "finetune" / "metrics.jsonl"),
         "rank_eval": _json(run / "finetune" / "rank_eval.json"),
     }
 

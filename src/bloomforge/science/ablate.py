@@ -22,6 +22,7 @@ from typing import Any
 from bloomforge import files
 from bloomforge.errors import BloomforgeError
 from bloomforge.recipe import Recipe
+from bloomforge.training.metrics import read_metrics as read_training_metrics
 from bloomforge.typed_config import ConfigError, apply_overrides, from_dict, load_yaml
 
 GRID_KEYS = ("base", "overrides", "vary", "eval")
@@ -170,8 +171,7 @@ def train_variant(variant: Variant) -> dict[str, Any]:
 
 def read_metrics(run: Path) -> dict[str, Any]:
     """Training curve and throughput from RUN/metrics.jsonl (docs/training.md)."""
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
-    train = [r for r in rows if r["kind"] == "train"]
+    train = [r for r in read_training_metrics(run) if r["kind"] == "train"]
     # The first logged step includes warm-up costs (allocations, kernel selection): left out
     # of the median whenever there is more than one step.
     tps = [r["tokens_per_s"] for r in train[1:] or train if r.get("tokens_per_s")]

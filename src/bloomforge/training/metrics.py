@@ -123,3 +123,22 @@ def progress_line(step: int, total: int | None, m: dict[str, Any], eta: float | 
     if eta is not None:
         parts.append(f"ETA {format_duration(eta)}")
     return " | ".join(parts)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl (RUN/metrics.jsonl or the file itself), in order;
+    [] when there is none. A line cut short by a killed run ends the list there."""
+    path = path / "metrics.jsonl" if path.is_dir() else path
+    rows: list[dict[str, Any]] = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break
+    return rows
