@@ -354,6 +354,6 @@ def test_config_error_is_a_bloomforge_error_and_a_value_error():
     from bloomforge.recipe import load_recipe
     from bloomforge.typed_config import ConfigError
 
-    with pytest.raises(BloomforgeError, match="unknown key 'train.lrr'") as e:
+    with pytest.raises(BloomforgeError, match=r"unknown key 'train\.lrr'") as e:
         load_recipe(None, ["train.lrr=1"])
     assert isinstance(e.value, ConfigError) and isinstance(e.value, ValueError)
