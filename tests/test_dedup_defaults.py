@@ -138,3 +138,20 @@ def test_roots_preset_is_simhash_only(planted):
     assert survivors and all(
         not f.startswith("fr-") or int(f.split("-")[1]) >= 10 for f in survivors
     )
+
+
+@pytest.mark.parametrize(
+    "option", [{"minhash_ngrams": 8}, {"minhash_hashes_per_bucket": 8}], ids=lambda o: str(o)
+)
+def test_minhash_shape_options_change_what_is_found(planted, option):
+    """Longer shingles (fewer shared on an edited copy) or more rows per band (a higher LSH
+    threshold, (1/20)^(1/8) = 0.69) each let some 10 %-edited copies through that the default
+    removes; exact copies still go (exact_text)."""
+    root, corpus = planted
+    name = "-".join(f"{k}{v}" for k, v in option.items())
+    kept = _prepare(root, name, option)
+    both = {
+        f for rows in corpus.values() for i, f, _ in rows if f and i.endswith("-b") and i in kept
+    }
+    assert both, f"{option}: every near copy was still found"
+    assert not any(f.startswith("fr-") and int(f.split("-")[1]) < 10 for f in both)
