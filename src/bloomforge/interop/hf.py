@@ -226,6 +226,33 @@ def load_hf_model(
     return model
 
 
+def is_hf_folder(folder: str | Path) -> bool:
+    """An HF model folder (config.json), not a bloomforge checkpoint (config.yaml)."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and not (folder / "config.yaml").is_file()
+
+
+def load_any(
+    path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[BloomLM, Any, Path | None]:
+    """(model, tokenizer, tokenizer file) of a bloomforge checkpoint, a run folder (its newest
+    checkpoint) or a local HF BLOOM folder, in memory; the tokenizer checked against the model."""
+    from bloomforge.tokenizer import load_tokenizer
+
+    folder = Path(path)
+    if is_hf_folder(folder):
+        model = load_hf_model(folder, device, dtype)
+        tok_file = find_tokenizer_file(folder)
+        if tok_file is None:
+            raise BloomforgeError(f"{folder}: no tokenizer.json")
+        tokenizer = load_tokenizer(tok_file)
+    else:
+        ckpt = load_checkpoint(folder, device=device, dtype=dtype)
+        model, tokenizer, tok_file = ckpt.model, ckpt.tokenizer(), ckpt.tokenizer_file
+    check_vocab(tokenizer, model.cfg, tok_file or folder)
+    return model, tokenizer, tok_file
+
+
 def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
     """Local HF BLOOM folder -> bloomforge checkpoint (weights kept in float32).
 

@@ -119,19 +119,20 @@ def collect_facts(run: Path, recipe: RunRecipe) -> dict[str, Any]:
         }
     train_seconds = records.get("train", {}).get("seconds")
     facts["energy"] = _energy(run, recipe, train_seconds)
-    facts["finetune"] = finetune_facts(run) if recipe.finetune is not None else None
+    if recipe.finetune is not None:
+        facts["finetune"] = finetune_facts(run, records.get("finetune"))
+    else:
+        facts["finetune"] = None
     return facts
 
 
-def finetune_facts(run: Path) -> dict[str, Any] | None:
-    """The finetuning mixture (datasets x languages x templates: records and tokens), the
-    finetune run's metrics and the rank evaluation before and after."""
+def finetune_facts(run: Path, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The finetuning mixture (datasets x languages x templates: records; tokens per language
+    from the finetune stage's record), the finetune run's metrics and the rank evaluation before
+    and after."""
     manifest = _json(run / "xp3" / "manifest.json")
     if manifest is None:
         return None
-    from bloomforge.mtf.loader import Skipped, read_mtf
-    from bloomforge.tokenizer import load_tokenizer
-
     mixture = []
     for dataset, langs in manifest.get("counts", {}).items():
         for lang, templates in langs.items():
@@ -144,12 +145,7 @@ def finetune_facts(run: Path) -> dict[str, Any] | None:
                     "records": written,
                 }
             )
-    tokens = {}
-    saved = sorted((run / "finetune" / "checkpoints").glob("*/tokenizer.json"))
-    tok_file = saved[-1] if saved else None
-    if tok_file is not None:
-        samples = read_mtf(run / "xp3", load_tokenizer(tok_file), Skipped())
-        tokens = {lang: len(s.tokens) for lang, s in samples.items()}
+    tokens = ((record or {}).get("details") or {}).get("mixture_tokens") or {}
     return {
         "mixture": mixture,
         "tokens": tokens,

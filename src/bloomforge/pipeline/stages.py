@@ -239,21 +239,17 @@ def finetune_recipe(ctx: Context):
     )
 
 
-def _rank_eval(ckpt_dir: str | Path, ft, device: str) -> dict[str, Any]:
+def _rank_eval(path: str | Path, ft, device: str) -> dict[str, Any]:
+    """Prompted rank evaluation of the model at `path` (a checkpoint, run or HF folder)."""
     import torch
 
-    from bloomforge.checkpoint import load_state
     from bloomforge.evaluation.prompted import load_prompts, run_prompted
     from bloomforge.evaluation.scoring import Scorer
     from bloomforge.evaluation.tasks import get_task
-    from bloomforge.model import BloomLM
-    from bloomforge.tokenizer import load_tokenizer
-    from bloomforge.training.init import init_model_config, init_state, init_tokenizer
+    from bloomforge.interop.hf import load_any
 
-    with torch.device("meta"):
-        model = BloomLM(init_model_config(ckpt_dir))
-    load_state(model, init_state(ckpt_dir), str(ckpt_dir), device)
-    scorer = Scorer(model, load_tokenizer(init_tokenizer(ckpt_dir)), device, ft.batch_size)
+    model, tokenizer, _ = load_any(path, device)
+    scorer = Scorer(model, tokenizer, device, ft.batch_size)
     specs = [get_task(n) for n in ft.tasks]
     with torch.no_grad():
         return run_prompted(scorer, specs, Path(ft.data), load_prompts(ft.prompts), ft.limit)
@@ -273,10 +269,15 @@ def finetune_stage(ctx: Context) -> dict[str, Any] | Stopped:
         raise BloomforgeError("finetune.tasks needs finetune.data (the folder with xcopa/, ...)")
     device = resolve_device(ft.train.device, "finetune.train.device")
     before = _rank_eval(recipe.init, ft, device) if ft.tasks else None
-    summary = Trainer(recipe, resume=bool(run_checkpoints(out))).fit()
+    trainer = Trainer(recipe, resume=bool(run_checkpoints(out)))
+    summary = trainer.fit()
     if summary["stopped"]:  # saved a checkpoint; the next `run` resumes from it
         return Stopped(summary["stopped"])
     details = {k: summary[k] for k in ("step", "tokens", "skipped", "skip_reasons")}
+    loader = trainer.loader  # the mixture's tokens per language, as the loader counted them
+    details["mixture_tokens"] = {
+        g: loader.tokens(g) + loader.tokens(g, "valid") for g in loader.groups
+    }
     if before is not None:
         after = _rank_eval(out, ft, device)
         files.write_json(

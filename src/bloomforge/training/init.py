@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from bloomforge.errors import BloomforgeError
+from bloomforge.interop.hf import is_hf_folder
 from bloomforge.model.config import ModelConfig
 from bloomforge.tokenizer import find_tokenizer_file
 
@@ -37,10 +38,6 @@ SHAPE_FIELDS = (
 )
 
 
-def _is_hf(folder: Path) -> bool:
-    return (folder / "config.json").is_file()
-
-
 def _checkpoint(path: str | Path) -> Path:
     from bloomforge.checkpoint import resolve_checkpoint
 
@@ -52,7 +49,7 @@ def init_model_config(init: str | Path) -> ModelConfig:
     folder = Path(init)
     if not folder.is_dir():
         raise BloomforgeError(f"init={init}: no such checkpoint, run or Hugging Face folder")
-    if _is_hf(folder):
+    if is_hf_folder(folder):
         from bloomforge.interop.hf import hf_config_to_model
 
         config_file = folder / "config.json"
@@ -76,7 +73,7 @@ def init_model_config(init: str | Path) -> ModelConfig:
 
 def init_tokenizer(init: str | Path) -> Path | None:
     folder = Path(init)
-    if not _is_hf(folder):
+    if not is_hf_folder(folder):
         folder = _checkpoint(folder)
     return find_tokenizer_file(folder)
 
@@ -104,7 +101,7 @@ def init_state(init: str | Path) -> dict[str, torch.Tensor]:
     from bloomforge.checkpoint import WEIGHTS, check_finite, read_safetensors, verify
 
     folder = Path(init)
-    if _is_hf(folder):
+    if is_hf_folder(folder):
         from bloomforge.interop.hf import hf_to_bloomforge, read_hf_weights
 
         state = hf_to_bloomforge(read_hf_weights(folder), str(folder))
