@@ -16,6 +16,7 @@ valid checkpoint, bit for bit on CPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import signal
 import statistics
@@ -241,6 +242,11 @@ class Trainer:
         self._last_saved: Path | None = None
 
     # -- set-up -------------------------------------------------------------------------------
+    @functools.cached_property
+    def tokenizer(self):
+        """The run's tokenizer, loaded once (multitask rows, in-loop evaluation)."""
+        return load_tokenizer(self.tokenizer_file)
+
     def _build_loader(self):
         recipe = self.recipe
         data = recipe.data
@@ -249,7 +255,7 @@ class Trainer:
 
             return MTFLoader(
                 data.mtf,
-                load_tokenizer(self.tokenizer_file),
+                self.tokenizer,
                 self.seq_len,
                 seed=recipe.seed,
                 weights=data.weights,
@@ -670,9 +676,7 @@ class Trainer:
     def _log_zero_shot(self, log: MetricsLog) -> None:
         from bloomforge.training.zero_shot import zero_shot
 
-        results = zero_shot(
-            self.model, load_tokenizer(self.tokenizer_file), self.device, self.recipe
-        )
+        results = zero_shot(self.model, self.tokenizer, self.device, self.recipe)
         log.log("zero_shot", self.step, results)
         log.print("zero-shot " + " | ".join(f"{k} {v:.4f}" for k, v in results.items()))
 
