@@ -140,12 +140,11 @@ def test_report_of_a_prepared_folder_names_each_language(tmp_path):
 
 
 def test_one_data_card_for_data_report_and_run_report():
-    from bloomforge.pipeline.cards import data_card
+    from bloomforge.pipeline.cards import RunFacts, data_card
 
     stats = hand_stats() | {"pii": {"s": {"fr": {"EMAIL": 2}}}}
     stats["settings"] = {"executor": "local", "workers": 1, "started": 0.5, "finished": 90.0}
-    facts = {"title": "t", "corpus": None, "sources": {}, "languages": {}, "records": {}}
-    card = data_card(facts | {"data_stats": stats})
+    card = data_card(RunFacts(title="t", data_stats=stats))
     assert data_card_markdown(stats, title=None, level=3) in card  # the same card, one level down
     assert "```" not in card and '"ledger"' not in card and "90.0" not in card  # no JSON dump
     assert "| started | 1970-01-01 00:00:00 UTC |" in card  # Unix time 0.5 s

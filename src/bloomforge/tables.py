@@ -3,14 +3,17 @@
 In: a header and rows of plain values (str, int, float, None). Out: an HTML `<table>` (escaped),
 a markdown table, a `<details>` block, and `fmt` for a single value: integers with thousands
 separators, floats with two decimals (or three significant digits below 0.01), None as empty.
-`when` turns a Unix time into a UTC date. Used by `data report`, `data inspect` and the run
-report (`bloomforge.pipeline.report`), so the same number reads the same everywhere.
+`decimals` writes a metric with a fixed number of decimals, `pct` a fraction as a percentage,
+`when` a Unix time as a UTC date. Used by `data report`, `data inspect`, the run report and cards
+(`bloomforge.pipeline`), `eval`'s table and `ablate`'s report, so the same number reads the same
+everywhere.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
+import math
 from typing import Any
 
 
@@ -27,6 +30,19 @@ def fmt(value: Any) -> str:
             return f"{value:.3g}"
         return f"{value:,.2f}"
     return str(value)
+
+
+def decimals(value: Any, digits: int = 4, missing: str = "", sci_from: float = math.inf) -> str:
+    """A metric with `digits` decimals (0.1235), in scientific notation from `sci_from` up
+    (1.2346e+06); `missing` for None, NaN or anything that is not a number."""
+    if not isinstance(value, int | float) or math.isnan(value):
+        return missing
+    return f"{value:.{digits}f}" if abs(value) < sci_from else f"{value:.{digits}e}"
+
+
+def pct(fraction: float) -> str:
+    """A fraction as a percentage with one decimal: 0.1234 -> 12.3%."""
+    return f"{100 * fraction:.1f}%"
 
 
 def when(seconds: float | None) -> str:

@@ -9,7 +9,6 @@ tasks go to the scorer as one list, so it can sort and batch them together.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from bloomforge.errors import BloomforgeError
 from bloomforge.evaluation import metrics as M
 from bloomforge.evaluation.scoring import Progress, Scorer
 from bloomforge.evaluation.tasks import Example, TaskSpec
+from bloomforge.tables import decimals
 
 
 def task_requests(examples: Sequence[Example]) -> list[tuple[str, str]]:
@@ -185,6 +185,10 @@ def run_perplexity(
 
 def format_table(results: dict[str, Any]) -> str:
     """A plain-text table: one row per task/subset/metric, value ± stderr, n."""
+
+    def _num(x: float) -> str:  # 0.1235; 1.2346e+06 from a million up (a perplexity); NaN: ''
+        return decimals(x, 4, sci_from=1e6)
+
     rows = [("task", "subset", "metric", "value", "stderr", "n")]
     for task, res in results.get("tasks", {}).items():
         subsets = res["subsets"]
@@ -193,19 +197,13 @@ def format_table(results: dict[str, Any]) -> str:
             m = res["all"] if subset == "all" else subsets[subset]
             for name in [k for k in m if k != "n" and not k.endswith("_stderr")]:
                 err = m.get(f"{name}_stderr", float("nan"))
-                rows.append((task, subset, name, _fmt(m[name]), _fmt(err), str(int(m["n"]))))
+                rows.append((task, subset, name, _num(m[name]), _num(err), str(int(m["n"]))))
     for lang, m in results.get("perplexity", {}).items():
         if lang.startswith("_"):
             continue
         for name in ("token_perplexity", "byte_perplexity", "bits_per_byte"):
-            rows.append(("perplexity", lang, name, _fmt(m[name]), "", str(m["documents"])))
+            rows.append(("perplexity", lang, name, _num(m[name]), "", str(m["documents"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def _fmt(x: float) -> str:
-    if math.isnan(x):
-        return ""
-    return f"{x:.4f}" if abs(x) < 1e6 else f"{x:.4e}"

@@ -1,6 +1,7 @@
 """The run report: one self-contained HTML page, plus MODEL_CARD.md and DATA_CARD.md.
 
-In: a run folder and its recipe (read through `cards.collect_facts`). Out: `OUT/report.html`
+In: a run folder and its recipe (read through `cards.collect_facts` into a `RunFacts`; file names
+from `layout.RunLayout`). Out: `OUT/report.html`
 (figures drawn with matplotlib's Agg backend and embedded as base64 PNGs, no external files,
 scripts or fonts, so it opens offline), `OUT/MODEL_CARD.md`, `OUT/DATA_CARD.md`; each written to
 a temporary name and renamed. Sections with nothing to show (no data/stats.json before `data
@@ -20,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from bloomforge import files
-from bloomforge.pipeline.cards import collect_facts, data_card, model_card
-from bloomforge.pipeline.config import RunRecipe
-from bloomforge.tables import details, html_table
+from bloomforge.pipeline.cards import RunFacts, collect_facts, data_card, model_card, share_rows
+from bloomforge.pipeline.layout import RunLayout
+from bloomforge.recipe import Recipe
+from bloomforge.tables import details, html_table, pct
 
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;
@@ -103,14 +105,14 @@ def training_curves(metrics: list[dict[str, Any]]) -> str:
     return _png(fig)
 
 
-def render_html(facts: dict[str, Any]) -> str:
+def render_html(facts: RunFacts) -> str:
     h: list[str] = [
-        f"<h1>{_esc(facts['title'])}</h1>",
-        f"<p class=note>run folder {_esc(facts['run'])}</p>",
+        f"<h1>{_esc(facts.title)}</h1>",
+        f"<p class=note>run folder {_esc(facts.run)}</p>",
     ]
-    langs = facts["languages"]
+    langs = facts.languages
     h.append('<h2 id="data-card">Data card</h2>')
-    corpus = facts["corpus"]
+    corpus = facts.corpus
     if corpus:
         h.append(
             f"<p>Corpus gathered on this machine: {corpus['catalogues_found']} message catalogues "
@@ -121,28 +123,17 @@ def render_html(facts: dict[str, Any]) -> str:
         h += [f"<p class=note>{_esc(n)}</p>" for n in corpus["notes"]]
     if langs:
         h.append("<h3>Languages (tokens trained on, after the held-out split)</h3>")
-        h.append(
-            table(
-                ["language", "tokens", "documents", "share"],
-                [
-                    [k, r["tokens"], r["documents"], f"{100 * r['share']:.1f}%"]
-                    for k, r in langs.items()
-                ],
-            )
-        )
+        h.append(table(["language", "tokens", "documents", "share"], share_rows(langs)))
         h.append(_bar(list(langs), [100 * r["share"] for r in langs.values()], "% of tokens"))
-        h.append(f"<h3>Sources ({len(facts['sources'])})</h3>")
+        h.append(f"<h3>Sources ({len(facts.sources)})</h3>")
         h.append(
             _maybe_collapsed(
                 "tokens per source",
                 ["source", "tokens", "documents", "share"],
-                [
-                    [k, r["tokens"], r["documents"], f"{100 * r['share']:.1f}%"]
-                    for k, r in facts["sources"].items()
-                ],
+                share_rows(facts.sources),
             )
         )
-    stats = facts["data_stats"]
+    stats = facts.data_stats
     if stats:
         from bloomforge.data.report import data_card_html, figures
 
@@ -167,27 +158,27 @@ def render_html(facts: dict[str, Any]) -> str:
             r["finished"],
             r["fingerprint"][:12],
         ]
-        for s, r in facts["records"].items()
+        for s, r in facts.records.items()
     ]
     header = ["stage", "seconds", "stage peak RSS (MB)", "process peak so far (MB)", "finished"]
     h.append(table([*header, "fingerprint"], rows))
     body = "\n".join(h)
     return (
         "<!doctype html><html><head><meta charset=utf-8>"
-        f"<title>{_esc(facts['title'])}</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"
+        f"<title>{_esc(facts.title)}</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"
     )
 
 
-def _tokenizer_html(facts: dict[str, Any]) -> list[str]:
+def _tokenizer_html(facts: RunFacts) -> list[str]:
     h = ["<h2>Tokenizer</h2>"]
-    s = facts["sampling"]
+    s = facts.sampling
     if s:
         h.append(
             f"<p>Byte-level BPE (BLOOM's pre-tokenizer), {s['vocab_size']:,} tokens "
             f"(asked {s['vocab_size_requested']:,}), languages sampled with alpha "
             f"{s.get('alpha')}.</p>"
         )
-    fert = (facts["fertility"] or {}).get("languages", {})
+    fert = (facts.fertility or {}).get("languages", {})
     if fert:
         rows = [
             [
@@ -212,7 +203,7 @@ def _tokenizer_html(facts: dict[str, Any]) -> list[str]:
     return h
 
 
-def _model_html(facts: dict[str, Any]) -> list[str]:
+def _model_html(facts: RunFacts) -> list[str]:
     import markdown
 
     h = ['<h2 id="model-card">Model card</h2>']
@@ -224,34 +215,34 @@ def _model_html(facts: dict[str, Any]) -> list[str]:
         lines = lines[1:]
     card = "\n".join("#" + line if line.startswith("#") else line for line in lines)
     h.append(f'<div class="model-card">{markdown.markdown(card, extensions=["tables"])}</div>')
-    if facts["metrics"]:
-        h += ["<h3>Training curves</h3>", training_curves(facts["metrics"])]
+    if facts.metrics:
+        h += ["<h3>Training curves</h3>", training_curves(facts.metrics)]
     return h
 
 
-def _finetune_html(facts: dict[str, Any]) -> list[str]:
+def _finetune_html(facts: RunFacts) -> list[str]:
     """Multitask finetuning: the mixture, the loss curves, rank evaluation before vs after."""
-    ft = facts.get("finetune")
+    ft = facts.finetune
     if not ft:
         return []
     h = ['<h2 id="finetuning">Multitask finetuning (BLOOMZ-style)</h2>']
-    langs = sorted({m["language"] for m in ft["mixture"]})
-    datasets = sorted({m["dataset"] for m in ft["mixture"]})
+    langs = sorted({m["language"] for m in ft.mixture})
+    datasets = sorted({m["dataset"] for m in ft.mixture})
     h.append(
-        f"<p>{sum(m['records'] for m in ft['mixture']):,} prompted records: "
+        f"<p>{sum(m['records'] for m in ft.mixture):,} prompted records: "
         f"{len(datasets)} dataset(s) x {len(langs)} language(s); "
-        f"{sum(ft['tokens'].values()):,} tokens (inputs and targets).</p>"
+        f"{sum(ft.tokens.values()):,} tokens (inputs and targets).</p>"
     )
-    rows = [[m["dataset"], m["language"], m["templates"], m["records"]] for m in ft["mixture"]]
+    rows = [[m["dataset"], m["language"], m["templates"], m["records"]] for m in ft.mixture]
     h.append(_maybe_collapsed("the mixture", ["dataset", "language", "templates", "records"], rows))
-    if ft["tokens"]:
-        total = sum(ft["tokens"].values()) or 1
-        rows = [[k, v, f"{100 * v / total:.1f}%"] for k, v in sorted(ft["tokens"].items())]
+    if ft.tokens:
+        total = sum(ft.tokens.values()) or 1
+        rows = [[k, v, pct(v / total)] for k, v in sorted(ft.tokens.items())]
         h.append(_maybe_collapsed("tokens per language", ["language", "tokens", "share"], rows))
-    if ft["metrics"]:
+    if ft.metrics:
         h.append("<h3>Finetuning curves</h3>")
-        h.append(training_curves(ft["metrics"]))
-    rank = ft.get("rank_eval")
+        h.append(training_curves(ft.metrics))
+    rank = ft.rank_eval
     if rank:
         before, after = rank["before"], rank["after"]
         h.append("<h3>Held-out rank evaluation, median accuracy over prompts</h3>")
@@ -297,8 +288,8 @@ def _prompt_acc(results: dict[str, Any], task: str, prompt: str, lang: str) -> f
     return per.get(lang, {}).get("acc", float("nan"))
 
 
-def _eval_html(facts: dict[str, Any]) -> list[str]:
-    ev = facts["eval"] or {}
+def _eval_html(facts: RunFacts) -> list[str]:
+    ev = facts.eval or {}
     h = ["<h2>Evaluation</h2>"]
     ppl = {k: v for k, v in (ev.get("perplexity") or {}).items() if not k.startswith("_")}
     if ppl:
@@ -335,8 +326,8 @@ def _eval_html(facts: dict[str, Any]) -> list[str]:
     return h
 
 
-def _energy_html(facts: dict[str, Any]) -> list[str]:
-    e = facts["energy"]
+def _energy_html(facts: RunFacts) -> list[str]:
+    e = facts.energy
     h = ["<h2>Energy and CO2</h2>"]
     if e is None:
         return [*h, "<p class=note>No training time recorded.</p>"]
@@ -354,15 +345,11 @@ def _energy_html(facts: dict[str, Any]) -> list[str]:
     return [*h, table(["", ""], rows)]
 
 
-def _write(path: Path, text: str) -> None:
-    files.write_text(path, text)
-
-
-def write_report(run: Path, recipe: RunRecipe) -> list[Path]:
+def write_report(run: Path, recipe: Recipe) -> list[Path]:
+    """Write report.html, MODEL_CARD.md and DATA_CARD.md into the run folder; their paths."""
     facts = collect_facts(run, recipe)
-    files = [run / "report.html", run / "MODEL_CARD.md", run / "DATA_CARD.md"]
-    for path, text in zip(
-        files, (render_html(facts), model_card(facts), data_card(facts)), strict=True
-    ):
-        _write(path, text)
-    return files
+    paths = list(RunLayout(run).reports)
+    texts = (render_html(facts), model_card(facts), data_card(facts))
+    for path, text in zip(paths, texts, strict=True):
+        files.write_text(path, text)
+    return paths

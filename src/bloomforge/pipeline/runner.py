@@ -1,8 +1,8 @@
 """Run the stages of a recipe in order in one run folder, skipping what is already done.
 
-In: a `RunRecipe`, the run folder, `--from/--until` stage names and `force`. Out: each selected
+In: a `Recipe`, the run folder, `--from/--until` stage names and `force`. Out: each selected
 stage run or skipped, a record per stage in `OUT/.stages/<stage>.json` and the resolved recipe
-in `OUT/recipe.yaml`; returns the records.
+in `OUT/recipe.yaml` (names from `layout.RunLayout`); returns the records.
 
 A stage's fingerprint is the SHA-256 of its own recipe sections (`config.STAGE_SECTIONS`) and the
 fingerprints of the stages it reads, so a changed key re-runs its stage and everything
@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import resource
 import shutil
@@ -31,19 +32,27 @@ from typing import Any
 from bloomforge import files
 from bloomforge.errors import BloomforgeError
 from bloomforge.outputs import find_run_folder
-from bloomforge.pipeline.config import STAGE_SECTIONS, STAGES, RunRecipe, stage_name
+from bloomforge.pipeline.config import STAGE_SECTIONS, STAGES, stage_name
+from bloomforge.pipeline.layout import RunLayout
+from bloomforge.recipe import Recipe
 from bloomforge.typed_config import save_yaml, to_dict
 
-RECORDS = ".stages"
+log = logging.getLogger(__name__)
+
 _MAX_STAT_FILES = 100_000
 
 
 @dataclass
 class Context:
     run: Path
-    recipe: RunRecipe
+    recipe: Recipe
     resume: bool = False  # a previous attempt at this stage with the same fingerprint was cut
-    echo: Callable[[str], None] = print
+    echo: Callable[[str], None] = log.info  # a stage's progress lines (bloomforge.log)
+
+    @property
+    def layout(self) -> RunLayout:
+        """The names of the run folder's files."""
+        return RunLayout(self.run)
 
 
 @dataclass(frozen=True)
@@ -98,19 +107,19 @@ def path_stats(paths: list[str | Path], base: Path | None = None) -> list[tuple[
     return out
 
 
-def settings_of(recipe: RunRecipe, stage: str) -> dict[str, Any]:
+def settings_of(recipe: Recipe, stage: str) -> dict[str, Any]:
     plain = to_dict(recipe)
     settings = {key: plain[key] for key in STAGE_SECTIONS[stage]}
     if stage == "data":  # raw input files named in the section: edited in place -> re-run
-        settings["files"] = path_stats([s for s in _strings(plain["data"]) if os.path.exists(s)])
+        settings["files"] = path_stats([s for s in _strings(plain["prepare"]) if os.path.exists(s)])
     return settings
 
 
-def recipe_inputs(recipe: RunRecipe) -> list[str]:
+def recipe_inputs(recipe: Recipe) -> list[str]:
     """The existing files and folders a recipe reads (a run folder may not be inside one)."""
     import sysconfig
 
-    named: list[str] = _strings(to_dict(recipe.data))
+    named: list[str] = _strings(to_dict(recipe.prepare))
     if recipe.corpus is not None:
         named += [recipe.corpus.locale_dir, recipe.corpus.code_dir or sysconfig.get_path("stdlib")]
     named += [s.rpartition("=")[2] for s in recipe.tokenizer.fertility]
@@ -121,14 +130,15 @@ def recipe_inputs(recipe: RunRecipe) -> list[str]:
 def enterable(run: Path, stages: list[Stage]) -> bool:
     """Whether `bloomforge run` may write into the non-empty folder `run`: one it made (it has
     .stages/), or one holding only stage outputs made by hand; else a one-line error."""
-    if (run / RECORDS).is_dir():
+    layout = RunLayout(run)
+    if layout.records.is_dir():
         return True
     ours = {o.split("/")[0] for s in stages for o in s.outputs}
     for entry in sorted(run.iterdir()):
-        if entry.name == "recipe.yaml":
+        if entry == layout.recipe:
             raise BloomforgeError(
-                f"{entry}: was not written by `bloomforge run` (no {RECORDS}/ beside it); "
-                "choose a new folder for --out"
+                f"{entry}: was not written by `bloomforge run` (no {layout.records.name}/ "
+                "beside it); choose a new folder for --out"
             )
         if entry.name not in ours and not entry.name.startswith("."):
             raise BloomforgeError(
@@ -138,13 +148,9 @@ def enterable(run: Path, stages: list[Stage]) -> bool:
     return True
 
 
-def record_path(run: Path, stage: str) -> Path:
-    return run / RECORDS / f"{stage}.json"
-
-
 def read_record(run: Path, stage: str) -> dict[str, Any] | None:
     try:
-        return json.loads(record_path(run, stage).read_text())
+        return json.loads(RunLayout(run).record(stage).read_text())
     except (OSError, ValueError):
         return None
 
@@ -201,8 +207,9 @@ def run_stages(
 ) -> dict[str, dict[str, Any]]:
     """Run or skip each stage; returns {stage: record} for the selected stages."""
     run, chosen = ctx.run, select(stages, first, last)
-    (run / RECORDS).mkdir(parents=True, exist_ok=True)  # first: marks recipe.yaml as ours
-    save_yaml(ctx.recipe, run / "recipe.yaml")
+    layout = RunLayout(run)
+    layout.records.mkdir(parents=True, exist_ok=True)  # first: marks recipe.yaml as ours
+    save_yaml(ctx.recipe, layout.recipe)
     fingerprints: dict[str, str] = {}
     done: dict[str, dict[str, Any]] = {}
     if not chosen:
@@ -237,7 +244,7 @@ def run_stages(
             fingerprints[stage.name] = fp
             done[stage.name] = {**record, "skipped": True}
             continue
-        started_file = run / RECORDS / f"{stage.name}.started"
+        started_file = layout.started(stage.name)
         try:
             previous = json.loads(started_file.read_text())["fingerprint"]
         except (OSError, ValueError, KeyError):
@@ -256,7 +263,7 @@ def run_stages(
                 f"{run / found[0]} exists but was not written by this run's {stage.name} stage; "
                 f"start after it (--from) or pass --force to replace it"
             )
-        record_path(run, stage.name).unlink(missing_ok=True)
+        layout.record(stage.name).unlink(missing_ok=True)
         _write_json(started_file, {"fingerprint": fp, "time": time.time()})
         why = "resuming" if previous == fp else "running"
         ctx.echo(f"[{stage.name}] {why}")
@@ -272,13 +279,13 @@ def run_stages(
             "stage": stage.name,
             "fingerprint": fp,
             "inputs": inputs,
-            "settings": settings if stage.name != "data" else to_dict(ctx.recipe.data),
+            "settings": settings if stage.name != "data" else to_dict(ctx.recipe.prepare),
             "seconds": round(time.perf_counter() - t0, 2),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **_peak_rss_mb(),
             "details": details,
         }
-        _write_json(record_path(run, stage.name), record)  # last: the stage is now complete
+        _write_json(layout.record(stage.name), record)  # last: the stage is now complete
         started_file.unlink(missing_ok=True)
         peak = record["stage_peak_rss_mb"]
         memory = f", peak {peak:.0f} MB" if peak is not None else ""

@@ -17,10 +17,12 @@ from typing import Any
 
 from bloomforge import files
 from bloomforge.science.ablate import EvalSpec, Grid, is_number
+from bloomforge.tables import decimals, md_table
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
-    return f"{x:.{digits}f}" if is_number(x) else "n/a"
+    """A result with `digits` decimals; n/a when missing or not finite (a diverged loss)."""
+    return decimals(x if is_number(x) else None, digits, missing="n/a")
 
 
 def table_rows(results: list[dict[str, Any]], spec: EvalSpec) -> list[dict[str, str]]:
@@ -44,12 +46,11 @@ def table_rows(results: list[dict[str, Any]], spec: EvalSpec) -> list[dict[str, 
 
 
 def markdown_table(rows: list[dict[str, str]]) -> str:
+    """The rows as a markdown table, columns those of the first row ('' when there is none)."""
     if not rows:
         return ""
     cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(r.get(c, "") for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return md_table(cols, [[r.get(c, "") for c in cols] for r in rows])
 
 
 def _atomic_text(path: Path, text: str) -> None:
