@@ -33,7 +33,7 @@ mtf:
   tasks: {{tatoeba: {tat}}}
   max_per_dataset: 300
 finetune:
-  data: {{seq_len: 128}}
+  loader: {{seq_len: 128}}
   train:
     lr: 1.0e-3
     min_lr: 1.0e-3
@@ -42,11 +42,10 @@ finetune:
     global_batch_size: 16
     micro_batch_size: 8
     save_every: 2
-  eval:
-    tasks: [copa]
-    data: {SHARED / "eval"}
-    prompts: [{PROMPTS / "super_glue" / "copa"}]
-    limit: 8
+  tasks: [copa]
+  data: {SHARED / "eval"}
+  prompts: [{PROMPTS / "super_glue" / "copa"}]
+  limit: 8
 """
     )
     run = root / "run"

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from bloomforge.training.state import all_rank_rng_tensors, restore_rng
+from bloomforge.checkpoint import all_rank_rng_tensors, restore_rng
 from distributed import run_distributed_test
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bloomforge.checkpoint import first_non_finite
+from bloomforge.checkpoint import Checkpointer, fault_point, first_non_finite, restore_rng
 from bloomforge.data.loader import MixtureLoader
 from bloomforge.devices import resolve_device
 from bloomforge.errors import BloomforgeError, RunStopped
@@ -41,7 +41,6 @@ from bloomforge.parallel.dims import ParallelDims, build_mesh
 from bloomforge.parallel.env import init_single_process_group
 from bloomforge.recipe import Recipe, save_recipe
 from bloomforge.tokenizer import find_tokenizer_file, load_tokenizer
-from bloomforge.training import state as ckpt
 from bloomforge.training.loss_scale import LossScaler
 from bloomforge.training.metrics import (
     MetricsLog,
@@ -178,14 +177,15 @@ class Trainer:
         self.skip_reasons: dict[str, int] = {}
         self.norms: deque[float] = deque(maxlen=max(1, cfg.spike_window))
 
+        self.checkpoints = Checkpointer(self.run, keep_last=cfg.keep_last)
         if rank == 0:
-            ckpt.remove_interrupted_saves(self.run)
-        existing = ckpt.checkpoint_dirs(self.run)
+            self.checkpoints.remove_interrupted_saves()
+        existing = self.checkpoints.folders()
         if existing and not resume:
             raise BloomforgeError(
                 f"{self.run} already has checkpoints; pass --resume or choose another out="
             )
-        self.resumed_from = ckpt.latest_valid_checkpoint(self.run) if resume else None
+        self.resumed_from = self.checkpoints.newest_valid() if resume else None
         if resume and existing and self.resumed_from is None:
             raise BloomforgeError(f"{self.run}: no checkpoint passes its checksums")
         torch.manual_seed(recipe.seed)
@@ -217,17 +217,15 @@ class Trainer:
 
             load_init_weights(self.parts, recipe.model, recipe.init)
         if self.resumed_from is not None:
-            from bloomforge.parallel.checkpoint import load_into
-
-            load_into(self.parts, self.optimizers, self.resumed_from)
+            self.checkpoints.load(self.resumed_from, self.parts, self.optimizers)
             bad = self._non_finite_weight()
             if bad is not None:
                 raise BloomforgeError(
                     f"{self.resumed_from / 'model.safetensors'}: '{bad}' contains NaN or inf "
                     "(its checksum matches: it was saved so); resume from an earlier checkpoint"
                 )
-            self._load_trainer_state(ckpt.read_trainer_state(self.resumed_from))
-            if not ckpt.restore_rng(ckpt.read_rng(self.resumed_from), rank, world_size):
+            self._load_trainer_state(self.checkpoints.read_trainer_state(self.resumed_from))
+            if not restore_rng(self.checkpoints.read_rng(self.resumed_from), rank, world_size):
                 warnings.warn(
                     f"{self.resumed_from} was written by another number of ranks: every rank "
                     "continues from rank 0's random state",
@@ -516,27 +514,20 @@ class Trainer:
     def save(self) -> Path:
         bad = self._non_finite_weight()
         if bad is not None:
-            newest = ckpt.checkpoint_dirs(self.run)
-            keep = f"; the newest checkpoint stays {newest[-1]}" if newest else ""
+            newest = self.checkpoints.newest()
+            keep = f"; the newest checkpoint stays {newest}" if newest else ""
             raise RunStopped(
                 f"refusing to save step {self.step}: '{bad}' contains NaN or inf{keep}"
             )
-        ckpt.fault_point("checkpoint-before", self.step)
-        from bloomforge.parallel.checkpoint import flat_state, state_dicts
-
-        model_state, optimizer_state = flat_state(*state_dicts(self.parts, self.optimizers))
-        path = ckpt.save_training_checkpoint(
-            self.run,
+        path = self.checkpoints.save(
             self.step,
-            model_state,
-            optimizer_state,
+            self.parts,
+            self.optimizers,
             self.recipe,
             self.trainer_state(),
             self.tokenizer_file,
-            self.cfg.keep_last,
             distributed=self.mesh is not None,
         )
-        ckpt.fault_point("checkpoint-after", self.step)
         self._last_saved = path
         return path
 
@@ -589,7 +580,7 @@ class Trainer:
         try:
             while self.tokens < cfg.max_tokens:
                 metrics = self.train_step()
-                ckpt.fault_point("step", self.step)
+                fault_point("step", self.step)
                 self._check_can_learn(metrics)
                 window_tokens += metrics["batch_size"] * self.seq_len
                 if self.step % cfg.log_every == 0 or self.tokens >= cfg.max_tokens:
@@ -620,13 +611,12 @@ class Trainer:
                     log.print(f"stopping at step {self.step}: {stop}; resume with --resume")
                     break
             else:
-                saved = ckpt.checkpoint_dirs(self.run)
-                final = saved[-1] if saved else None
+                final = self.checkpoints.newest()
                 # This step's folder is sound if this run wrote it or resumed from it (verified
                 # at start); one left by an earlier run that failed its checksums is rewritten.
                 complete = (
                     final is not None
-                    and final.name == f"{ckpt.PREFIX}{self.step:08d}"
+                    and final == self.checkpoints.folder(self.step)
                     and final in (self._last_saved, self.resumed_from)
                 )
                 if finished_before and complete:
@@ -656,7 +646,7 @@ class Trainer:
             "stopped": stop,
             "last": last,
             "emissions_kg": emissions,
-            "checkpoint": str(ckpt.checkpoint_dirs(self.run)[-1]),
+            "checkpoint": str(self.checkpoints.newest()),
         }
 
     def _check_can_learn(self, metrics: dict[str, Any]) -> None:
@@ -665,8 +655,8 @@ class Trainer:
         limit = self.cfg.max_consecutive_skips
         if not limit or self.consecutive_skips < limit:
             return
-        newest = ckpt.checkpoint_dirs(self.run)
-        keep = f"; the newest checkpoint stays {newest[-1]}" if newest else "; nothing was saved"
+        newest = self.checkpoints.newest()
+        keep = f"; the newest checkpoint stays {newest}" if newest else "; nothing was saved"
         raise RunStopped(
             f"stopping at step {self.step}: {self.consecutive_skips} steps in a row were skipped "
             f"(last: {metrics.get('skip_reason')}), the run cannot learn with these settings "

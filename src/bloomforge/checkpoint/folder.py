@@ -1,4 +1,4 @@
-"""The one checkpoint writer and reader for model weights.
+"""One checkpoint folder: its format, checksums, writer and reader.
 
 A checkpoint is a folder:
     model.safetensors   weights under bloomforge's names (tied output stored once)
@@ -39,7 +39,6 @@ from bloomforge.typed_config import ConfigError, from_dict, load_yaml
 FORMAT = "bloomforge-checkpoint"
 VERSION = 1
 WEIGHTS = "model.safetensors"
-STEP_PREFIX = "step_"  # training checkpoints: RUN/checkpoints/step_00000100
 
 
 @dataclass
@@ -145,12 +144,12 @@ def cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
-def load_checkpoint(
-    path: str | Path,
+def load_folder(
+    path: Path,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Checkpoint:
-    path = resolve_checkpoint(path)
+    """The checkpoint in `path` itself (`load_checkpoint` also takes a run folder)."""
     for name in (WEIGHTS, "config.yaml"):
         if not (path / name).is_file():
             raise BloomforgeError(f"{path / name}: missing (not a bloomforge checkpoint?)")
@@ -171,28 +170,6 @@ def load_checkpoint(
         model = BloomLM(recipe.model)
     load_state(model, state, str(path / WEIGHTS), device, dtype)
     return Checkpoint(model, recipe, meta, path)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder itself, or for a training run folder its newest checkpoint."""
-    path = Path(path)
-    if not path.is_dir():
-        raise BloomforgeError(f"{path}: no such checkpoint folder")
-    if not (path / WEIGHTS).exists() and (path / "checkpoints").is_dir():
-        steps = run_checkpoints(path)
-        if not steps:
-            raise BloomforgeError(f"{path / 'checkpoints'}: the run has no checkpoint yet")
-        return steps[-1]
-    return path
-
-
-def run_checkpoints(run: str | Path) -> list[Path]:
-    """A training run's checkpoint folders `checkpoints/step_N`, oldest first."""
-    root = Path(run) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)]
-    return sorted(found, key=lambda p: int(p.name.removeprefix(STEP_PREFIX)))
 
 
 def read_safetensors(file: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
