@@ -109,16 +109,11 @@ def test_misspelled_key_in_checkpoint_config(saved):
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_load(recipe):
-    if "data:\n  sources:" in recipe.read_text():  # a whole-pipeline recipe (`bloomforge run`)
-        from bloomforge.data.prepare import PrepareConfig
-        from bloomforge.pipeline.config import load_run_recipe
-        from bloomforge.typed_config import from_dict
-
-        run = load_run_recipe(recipe)
-        assert run.model.preset is not None and run.model.n_layer > 0
-        assert from_dict(PrepareConfig, run.data, "data").sources
-        return
     r = load_recipe(recipe)
+    if "prepare:\n  sources:" in recipe.read_text():  # a whole-pipeline recipe (`bloomforge run`)
+        assert r.model.preset is not None and r.model.n_layer > 0
+        assert r.prepare.sources
+        return
     if recipe.name.startswith("bloomz-"):  # finetuning: the model's shape comes from init=
         assert r.model.preset is None and r.train.norm_target_loss and r.init is None
         return

@@ -5,13 +5,14 @@ The CLI modules (`*/commands.py`, `cli.py`) sit on top and may import any stage.
 from __future__ import annotations
 
 import ast
+import typing
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "bloomforge"
 
 # Lowest first; one list per layer (packages of one layer do not import each other).
 LAYERS: list[list[str]] = [
-    ["errors", "files"],
+    ["errors", "files", "log"],
     ["typed_config", "devices", "outputs", "tables", "hardware"],
     ["documents", "model"],
     ["tokenizer", "parallel", "recipe"],
@@ -27,6 +28,26 @@ LAYERS: list[list[str]] = [
 ]
 RANK = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 CLI = RANK["cli"]
+CONFIG = RANK["model"] + 0.5  # the recipe's section config modules (see below)
+SECTIONS = {
+    f"bloomforge.{m}.config"
+    for m in (
+        "model",
+        "parallel",
+        "tokenizer",
+        "data",
+        "data.prepare",
+        "evaluation",
+        "training",
+        "mtf",
+        "interop",
+        "pipeline",
+    )
+}
+
+
+def _module(path: Path) -> str:
+    return ".".join(("bloomforge", *path.relative_to(SRC).with_suffix("").parts))
 
 
 def _package(path: Path) -> str:
@@ -34,8 +55,9 @@ def _package(path: Path) -> str:
     return rel.parts[0] if len(rel.parts) > 1 else rel.stem
 
 
-def _imports(path: Path) -> list[tuple[str, int]]:
-    """Every bloomforge package this file imports, with the line."""
+def _imports(path: Path) -> list[tuple[str, bool, int]]:
+    """Every bloomforge package this file imports, whether it is a section config module, and
+    the line."""
     out = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names: list[str] = []
@@ -48,7 +70,7 @@ def _imports(path: Path) -> list[tuple[str, int]]:
         for name in names:
             parts = name.split(".")
             if parts[0] == "bloomforge" and len(parts) > 1:
-                out.append((parts[1], node.lineno))
+                out.append((parts[1], name in SECTIONS, node.lineno))
     return out
 
 
@@ -57,12 +79,38 @@ def test_every_package_has_a_layer():
     assert packages <= set(RANK), sorted(packages - set(RANK))
 
 
+def _rank(path: Path) -> float:
+    if path.name == "commands.py":
+        return CLI
+    if _module(path) in SECTIONS:
+        return CONFIG
+    return RANK[_package(path)]
+
+
 def test_no_package_imports_one_above_it():
+    """Section configs (SECTIONS: typed dataclasses the recipe assembles) are
+    leaves between layers 2 and 3: they import only layers 0-2 and other section configs, and
+    any layer from 3 up may import them."""
     wrong = []
     for path in sorted(SRC.rglob("*.py")):
-        pkg = _package(path)
-        mine = CLI if path.name == "commands.py" else RANK[pkg]
-        for target, line in _imports(path):
-            if target != pkg and RANK.get(target, CLI) >= mine:
+        pkg, mine = _package(path), _rank(path)
+        for target, is_config, line in _imports(path):
+            rank = CONFIG if is_config else RANK.get(target, CLI)
+            ok = (rank < CONFIG or is_config) if mine == CONFIG else (target == pkg or rank < mine)
+            if not ok:
                 wrong.append(f"{path.relative_to(SRC)}:{line} imports bloomforge.{target}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_section_configs_are_leaves():
+    """Every section type of the recipe comes from a section config module (or the recipe)."""
+    import dataclasses
+
+    from bloomforge.recipe import Recipe
+
+    for f in dataclasses.fields(Recipe):
+        for tp in typing.get_args(typing.get_type_hints(Recipe)[f.name]) or [
+            typing.get_type_hints(Recipe)[f.name]
+        ]:
+            if dataclasses.is_dataclass(tp):
+                assert tp.__module__ in SECTIONS, (f.name, tp.__module__)

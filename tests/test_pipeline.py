@@ -22,7 +22,7 @@ RECIPE = """
 tokenizer: {vocab_size: 400, fertility_docs: 10}
 tokens: {heldout_every: 8, heldout_docs: 4}
 model: {preset: micro}
-loader: {seq_len: 64, group_by: language, alpha: 0.3}
+data: {seq_len: 64, group_by: language, alpha: 0.3}
 train:
   lr: 3e-3
   min_lr: 3e-4
@@ -35,7 +35,7 @@ train:
   save_every: 2
   log_every: 1
   eval_samples: 2
-eval: {batch_size: 8, prompts_per_language: 1, max_new_tokens: 6}
+eval: {batch_size: 8, generate: {prompts_per_language: 1, max_new_tokens: 6}}
 workers: 1
 """
 STAGES_RUN = ("tokenizer", "tokens", "train", "eval", "export", "report")
@@ -242,21 +242,23 @@ def _ran_from(out: str) -> list[str]:
 
 @pytest.mark.parametrize("small", [False, True])
 def test_printed_demo_recipe_is_the_one_demo_runs(small, tmp_path, capsys):
-    from bloomforge.pipeline.config import demo_recipe_data, load_run_recipe
+    from bloomforge.pipeline.config import demo_recipe_data
+    from bloomforge.recipe import Recipe, load_recipe
+    from bloomforge.typed_config import from_dict
 
     capsys.readouterr()
     assert main(["demo", "--print-recipe", *(["--small"] if small else [])]) == 0
     (tmp_path / "r.yaml").write_text(capsys.readouterr().out)
-    printed = load_run_recipe(tmp_path / "r.yaml")
-    assert printed == load_run_recipe(None, base=demo_recipe_data(small))
+    printed = load_recipe(tmp_path / "r.yaml")
+    assert printed == from_dict(Recipe, demo_recipe_data(small))
     assert printed.corpus is not None and printed.corpus.locale_dir == "/usr/share/locale"
 
 
 def test_energy_estimate_without_codecarbon_file(tmp_path):
     from bloomforge.pipeline.cards import _energy
-    from bloomforge.pipeline.config import load_run_recipe
+    from bloomforge.recipe import load_recipe
 
-    recipe = load_run_recipe(None, ["report.power_w=100", "train.carbon_country=FRA"])
+    recipe = load_recipe(None, ["report.power_w=100", "train.carbon_country=FRA"])
     e = _energy(tmp_path, recipe, train_seconds=3600.0)
     # 1 h x 100 W = 0.1 kWh; x 57 gCO2eq/kWh (Luccioni et al. 2022, French grid) = 5.7 g.
     assert not e["measured"]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bloomforge.data.config import CorpusConfig
+from bloomforge.data.corpus import gather_corpus, normalise_language
 from bloomforge.documents.inputs import ReadStats, parse_inputs, read_documents
-from bloomforge.pipeline.config import CorpusConfig
-from bloomforge.pipeline.corpus import gather_corpus, normalise_language
 
 HEADER = (
     "Project-Id-Version: app 1.0\n"

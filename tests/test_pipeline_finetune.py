@@ -33,7 +33,7 @@ mtf:
   tasks: {{tatoeba: {tat}}}
   max_per_dataset: 300
 finetune:
-  loader: {{seq_len: 128}}
+  data: {{seq_len: 128}}
   train:
     lr: 1.0e-3
     min_lr: 1.0e-3
@@ -42,10 +42,11 @@ finetune:
     global_batch_size: 16
     micro_batch_size: 8
     save_every: 2
-  tasks: [copa]
-  data: {SHARED / "eval"}
-  prompts: [{PROMPTS / "super_glue" / "copa"}]
-  limit: 8
+  eval:
+    tasks: [copa]
+    data: {SHARED / "eval"}
+    prompts: [{PROMPTS / "super_glue" / "copa"}]
+    limit: 8
 """
     )
     run = root / "run"

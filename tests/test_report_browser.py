@@ -16,7 +16,6 @@ import json
 import re
 
 from bloomforge.data.report import write_report as write_data_report
-from bloomforge.pipeline.config import load_run_recipe
 from bloomforge.pipeline.report import write_report
 from bloomforge.recipe import load_recipe, save_recipe
 from browser import chromium_page
@@ -59,7 +58,7 @@ def _run_folder(root):
     record = {"seconds": 2.5, "finished": "2026-12-02T07:00:00+0000", "fingerprint": "ab" * 32}
     for stage in ("data", "tokens", "train"):
         (run / ".stages" / f"{stage}.json").write_text(json.dumps(record | {"max_rss_mb": 300}))
-    write_report(run, load_run_recipe(None, []))
+    write_report(run, load_recipe(None, []))
     return run
 
 

@@ -207,7 +207,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
     hints = typing.get_type_hints(cls)
     fields = [f for f in dataclasses.fields(cls) if f.init]
     valid = [f.name for f in fields]
+    renamed: Mapping[str, str] = getattr(cls, "RENAMED", {})
     for key in raw:
+        if key in renamed and key not in valid:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"key '{path}' was renamed: {renamed[key]}")
         if key not in valid:
             path = f"{prefix}.{key}" if prefix else str(key)
             near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
@@ -267,26 +271,36 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     """Deep copy of `data` with each `a.b.c=value` set, in order, creating sections as needed."""
     out = copy.deepcopy(dict(data))
     for item in overrides:
-        key, value = _split(item)
-        parts = key.split(".")
-        node = out
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = {}
-            elif isinstance(child, str):  # `model: bloom-560m` + `model.n_layer=2`
-                child = {"preset": child}
-            elif isinstance(child, Mapping):
-                child = dict(child)
-            else:
-                where = ".".join(parts[: i + 1])
-                raise ConfigError(
-                    f"override '{item}': '{where}' is {_describe(child)}, not a section"
-                )
-            node[part] = child
-            node = child
-        node[parts[-1]] = value
+        _set(out, *_split(item), f"override '{item}'")
     return out
+
+
+def apply_settings(data: dict[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep copy of `data` with each dotted key of `settings` set to its (already typed)
+    value, as `apply_overrides` sets parsed `key=value` strings."""
+    out = copy.deepcopy(dict(data))
+    for key, value in settings.items():
+        _set(out, key, copy.deepcopy(value), f"key '{key}'")
+    return out
+
+
+def _set(out: dict[str, Any], key: str, value: Any, label: str) -> None:
+    parts = key.split(".")
+    node = out
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = {}
+        elif isinstance(child, str):  # `model: bloom-560m` + `model.n_layer=2`
+            child = {"preset": child}
+        elif isinstance(child, Mapping):
+            child = dict(child)
+        else:
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(f"{label}: '{where}' is {_describe(child)}, not a section")
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:

@@ -71,27 +71,21 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from rich.progress import Progress
 
-    from bloomforge.checkpoint import load_checkpoint
     from bloomforge.devices import resolve_device
     from bloomforge.errors import BloomforgeError
-    from bloomforge.evaluation.evaluate import (
-        count_requests,
-        format_table,
-        read_perplexity_texts,
-        run_perplexity,
-        run_tasks,
-    )
-    from bloomforge.evaluation.scoring import Scorer
+    from bloomforge.evaluation.config import EvalConfig
+    from bloomforge.evaluation.evaluate import format_table, read_perplexity_texts
+    from bloomforge.evaluation.run import evaluate, load_scorer
     from bloomforge.evaluation.tasks import get_task, load_task_file
-    from bloomforge.model.config import check_vocab
 
     for f in args.task_file:
         load_task_file(f)
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not names and not args.perplexity:
         raise BloomforgeError("nothing to do: give --tasks and/or --perplexity LANG=PATH")
-    specs = [get_task(n) for n in names]
-    if specs and args.data is None:
+    for name in names:
+        get_task(name)
+    if names and args.data is None:
         raise BloomforgeError("--tasks needs --data (the folder with xcopa/, copa/, ...)")
     batch_size = args.batch_size
     if batch_size != "auto":
@@ -100,27 +94,24 @@ def run(args: argparse.Namespace) -> int:
         batch_size = int(batch_size)
     if args.limit is not None and args.limit < 1:
         raise BloomforgeError("--limit must be >= 1")
-    prompts = None
     if args.prompts:
         from bloomforge.evaluation.prompted import load_prompts
 
-        if not specs:
+        if not names:
             raise BloomforgeError("--prompts needs --tasks (the records to render)")
-        prompts = load_prompts(args.prompts)
+        load_prompts(args.prompts)  # before loading the checkpoint
+    cfg = EvalConfig(tasks=names, data=args.data, limit=args.limit, prompts=args.prompts)
 
     device = resolve_device(args.device, "--device")
-    texts = read_perplexity_texts(args.perplexity) if args.perplexity else None
+    texts = read_perplexity_texts(args.perplexity) if args.perplexity else ()
 
     t0 = time.perf_counter()
-    ckpt = load_checkpoint(args.ckpt, device=device, dtype=getattr(torch, args.dtype))
-    tokenizer = ckpt.tokenizer()
-    check_vocab(tokenizer, ckpt.model.cfg, ckpt.tokenizer_file or "tokenizer")
-    scorer = Scorer(
-        ckpt.model,
-        tokenizer,
+    scorer = load_scorer(
+        args.ckpt,
         device,
         batch_size,
-        args.max_length,
+        getattr(torch, args.dtype),
+        max_length=args.max_length,
         share_context=not args.no_share_context,
         normalize_over=args.normalize_over,
     )
@@ -140,22 +131,12 @@ def run(args: argparse.Namespace) -> int:
         },
     }
     with Progress(transient=True) as bar:
-        if specs and prompts is not None:
-            from bloomforge.evaluation.prompted import run_prompted
 
-            job = bar.add_task("scoring prompted tasks", total=None)
-            results["prompted"] = run_prompted(
-                scorer, specs, Path(args.data), prompts, args.limit, lambda n: bar.advance(job, n)
-            )
-        elif specs:
-            data = Path(args.data)
-            job = bar.add_task("scoring tasks", total=count_requests(specs, data, args.limit))
-            results["tasks"] = run_tasks(
-                scorer, specs, data, args.limit, lambda n: bar.advance(job, n)
-            )
-        if texts is not None:
-            job = bar.add_task("perplexity windows", total=None)
-            results["perplexity"] = run_perplexity(scorer, texts, lambda n: bar.advance(job, n))
+        def progress(what: str, total: int | None):
+            job = bar.add_task(what, total=total)
+            return lambda n: bar.advance(job, n)
+
+        results.update(evaluate(scorer, cfg, texts, progress))
     results["seconds"] = round(time.perf_counter() - t0, 2)
     if "prompted" in results:
         from bloomforge.evaluation.prompted import format_prompted

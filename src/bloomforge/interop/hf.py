@@ -299,3 +299,22 @@ def _write_hf_tokenizer(tokenizer_file: Path, folder: Path) -> None:
         "clean_up_tokenization_spaces": False,
     }
     files.write_json(folder / "tokenizer_config.json", config, indent=2, ensure_ascii=True)
+
+
+def check_export(ckpt_dir: Path, hf_dir: Path) -> float | None:
+    """Max |logit difference| of transformers' BloomForCausalLM on the export vs our model."""
+    try:
+        from transformers import BloomForCausalLM
+    except ImportError:
+        return None
+    ours = load_checkpoint(ckpt_dir)
+    ours.model.eval()
+    theirs = BloomForCausalLM.from_pretrained(hf_dir, local_files_only=True).eval()
+    ids = torch.tensor([ours.tokenizer().encode("The cat sat on the mat. 1 2 3").ids[:32]])
+    with torch.no_grad():
+        a = ours.model(ids).float()
+        b = theirs(ids).logits.float()[..., : a.shape[-1]]
+    diff = float((a - b).abs().max())
+    if diff > 1e-3:
+        raise BloomforgeError(f"{hf_dir}: transformers' logits differ from ours by {diff:.3g}")
+    return diff

@@ -78,15 +78,18 @@ def _execute(recipe, args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bloomforge.pipeline.config import load_run_recipe
+    from bloomforge.recipe import load_recipe
 
-    return _execute(load_run_recipe(args.recipe, args.overrides), args)
+    return _execute(load_recipe(args.recipe, args.overrides), args)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from bloomforge.pipeline.config import demo_recipe_data, demo_recipe_text, load_run_recipe
+    from bloomforge.pipeline.config import demo_recipe_data, demo_recipe_text
+    from bloomforge.recipe import Recipe
+    from bloomforge.typed_config import apply_overrides, from_dict
 
     if args.print_recipe:
         print(demo_recipe_text(args.small), end="")
         return 0
-    return _execute(load_run_recipe(None, args.overrides, base=demo_recipe_data(args.small)), args)
+    data = apply_overrides(demo_recipe_data(args.small), args.overrides)
+    return _execute(from_dict(Recipe, data), args)

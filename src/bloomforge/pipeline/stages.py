@@ -3,17 +3,21 @@
 In: a `runner.Context` (run folder + recipe). Out: the stage's folder in the run and a dict of
 details for its record:
 
-  corpus    corpus/<source>.jsonl + manifest.json        pipeline.corpus.gather_corpus
-  data      data/documents/, data/stats.json             bloomforge.data.prepare.prepare
-  tokenizer tokenizer/tokenizer.json, fertility.json     tokenizer.train / tokenizer.fertility
+  corpus    corpus/<source>.jsonl + manifest.json        data.corpus.gather_corpus
+  data      data/documents/, data/stats.json             data.prepare.prepare
+  tokenizer tokenizer/tokenizer.json, fertility.json     tokenizer.train.train_tokenizer,
+                                                         tokenizer.report.fertility_report
   tokens    heldout/<lang>.jsonl, tokens/manifest.json   data.tokenize.tokenize_corpus
-  train     train/ (checkpoints, metrics.jsonl)           training.loop.Trainer
+  train     train/ (checkpoints, metrics.jsonl)           training.train.train
   mtf       xp3/<lang>.jsonl + manifest.json              mtf.build.build
-  finetune  finetune/ (checkpoints, metrics.jsonl,        training.loop.Trainer (data.mtf),
-            rank_eval.json: before and after)             mtf.rank_eval.run_prompted
-  eval      eval/results.json                             evaluation.evaluate, model.generate
-  export    hf/ (BloomForCausalLM folder)                 interop.hf.export_hf
+  finetune  finetune/ (checkpoints, metrics.jsonl,        training.train.train (data.mtf),
+            rank_eval.json: before and after)             evaluation.run.evaluate (prompts)
+  eval      eval/results.json                             evaluation.run.evaluate,
+                                                          model.generate.generate_text
+  export    hf/ (BloomForCausalLM folder)                 interop.hf.export_hf, check_export
             (eval and export take finetune/ when the recipe finetunes, else train/)
+Each stage calls the same library function as the stage's own CLI command; the recipe is the
+one `bloomforge.recipe.Recipe` (`train` and `finetune` take it with the run's paths filled in).
   report    report.html, MODEL_CARD.md, DATA_CARD.md      pipeline.report
 """
 
@@ -29,6 +33,7 @@ from bloomforge import files
 from bloomforge.errors import BloomforgeError
 from bloomforge.files import atomic_directory
 from bloomforge.pipeline.runner import Context, Stage, Stopped, clear
+from bloomforge.recipe import PrepareConfig, Recipe
 
 DOCUMENTS = "data/documents"  # the prepared documents (issue 6's OUT/documents)
 
@@ -41,7 +46,7 @@ def _documents(ctx: Context) -> Path:
 
 
 def corpus_stage(ctx: Context) -> dict[str, Any]:
-    from bloomforge.pipeline.corpus import gather_corpus
+    from bloomforge.data.corpus import gather_corpus
 
     with atomic_directory(ctx.run / "corpus") as tmp:
         manifest = gather_corpus(ctx.recipe.corpus, tmp)
@@ -52,23 +57,27 @@ def corpus_stage(ctx: Context) -> dict[str, Any]:
     return {"languages": manifest["languages"], "skipped": manifest["skipped"]}
 
 
-def data_config(ctx: Context) -> dict[str, Any]:
-    """The data section, with the gathered corpus as its sources when it names none."""
-    section = dict(ctx.recipe.data)
-    manifest_file = ctx.run / "corpus" / "manifest.json"
-    if ctx.recipe.corpus is not None and not section.get("sources"):
-        from bloomforge.pipeline.corpus import data_sources
+def prepare_config(ctx: Context) -> PrepareConfig:
+    """The recipe's `prepare` section, with the gathered corpus as its sources when it names
+    none."""
+    from bloomforge.data.prepare.config import SourceConfig
+    from bloomforge.typed_config import from_dict
 
-        manifest = json.loads(manifest_file.read_text())
-        section["sources"] = data_sources(manifest, (ctx.run / "corpus").resolve())
-    return section
+    cfg = ctx.recipe.prepare
+    if ctx.recipe.corpus is not None and not cfg.sources:
+        from bloomforge.data.corpus import data_sources
+
+        manifest = json.loads((ctx.run / "corpus" / "manifest.json").read_text())
+        found = data_sources(manifest, (ctx.run / "corpus").resolve())
+        sources = [from_dict(SourceConfig, s, "prepare.sources") for s in found]
+        cfg = dataclasses.replace(cfg, sources=sources)
+    return cfg
 
 
 def data_stage(ctx: Context) -> dict[str, Any]:
-    from bloomforge.data.prepare import PrepareConfig, prepare
-    from bloomforge.typed_config import from_dict
+    from bloomforge.data.prepare import prepare
 
-    config = from_dict(PrepareConfig, data_config(ctx), "data")
+    config = prepare_config(ctx)
     out = ctx.run / "data"
     if not ctx.resume:  # new settings: start over (same settings: datatrove skips done tasks)
         clear(out)
@@ -78,8 +87,8 @@ def data_stage(ctx: Context) -> dict[str, Any]:
 
 def tokenizer_stage(ctx: Context) -> dict[str, Any]:
     from bloomforge.documents.inputs import ReadStats, parse_inputs, read_documents
-    from bloomforge.tokenizer.fertility import fertility_table, format_fertility, load_eval_texts
-    from bloomforge.tokenizer.io import load_tokenizer
+    from bloomforge.tokenizer.fertility import load_eval_texts
+    from bloomforge.tokenizer.report import fertility_report
     from bloomforge.tokenizer.train import save_trained, train_tokenizer
 
     cfg, out = ctx.recipe.tokenizer, ctx.run / "tokenizer"
@@ -107,11 +116,10 @@ def tokenizer_stage(ctx: Context) -> dict[str, Any]:
                 for t in texts:
                     f.write(json.dumps({"text": t, "language": lang}, ensure_ascii=False) + "\n")
         eval_specs = parse_inputs([str(text_file)])
-    table = fertility_table(load_tokenizer(out), {}, load_eval_texts(eval_specs))
-    files.write_text(out / "fertility.md", format_fertility(table, []) + "\n")
-    files.write_json(out / "fertility.json", table)
+    report = fertility_report(out, load_eval_texts(eval_specs))
+    report.write(out)
     vocab = result.tokenizer.get_vocab_size()
-    ctx.echo(f"[tokenizer] {vocab} tokens; {len(table['languages'])} languages in fertility")
+    ctx.echo(f"[tokenizer] {vocab} tokens; {len(report.table['languages'])} languages in fertility")
     return {"vocab_size": vocab, "documents": result.read_stats.documents}
 
 
@@ -167,33 +175,29 @@ def tokens_stage(ctx: Context) -> dict[str, Any]:
     return {"tokens": tokens, "heldout": {k: len(v) for k, v in held.items()}}
 
 
-def training_recipe(ctx: Context):
-    """The `bloomforge.recipe.Recipe` the train stage runs (also what the report describes)."""
-    from bloomforge.recipe import Recipe, TokenizerConfig
-
+def training_recipe(ctx: Context) -> Recipe:
+    """The recipe the train stage runs (`bloomforge train`'s): the run's own, its loader on
+    OUT/tokens, its tokenizer OUT/tokenizer, its run folder OUT/train."""
     r = ctx.recipe
-    return Recipe(
-        model=r.model,
-        data=dataclasses.replace(r.loader, tokens=str(ctx.run / "tokens")),
-        tokenizer=TokenizerConfig(path=str(ctx.run / "tokenizer")),
-        train=r.train,
-        seed=r.seed,
+    return dataclasses.replace(
+        r,
+        data=dataclasses.replace(r.data, tokens=str(ctx.run / "tokens")),
+        tokenizer=dataclasses.replace(r.tokenizer, path=str(ctx.run / "tokenizer")),
         out=str(ctx.run / "train"),
     )
 
 
 def train_stage(ctx: Context) -> dict[str, Any] | Stopped:
-    from bloomforge.checkpoint import Checkpointer
-    from bloomforge.training.loop import Trainer
+    from bloomforge.training.train import train
 
     out = ctx.run / "train"
     if not ctx.resume:
         clear(out)
-    trainer = Trainer(training_recipe(ctx), resume=bool(Checkpointer(out).folders()))
-    summary = trainer.fit()
-    if summary["stopped"]:  # saved a checkpoint; the next `run` resumes from it
-        return Stopped(summary["stopped"])
-    return {k: summary[k] for k in ("step", "tokens", "skipped", "skip_reasons", "emissions_kg")}
+    result = train(training_recipe(ctx))
+    if result.stopped:  # saved a checkpoint; the next `run` resumes from it
+        return Stopped(result.stopped)
+    keys = ("step", "tokens", "skipped", "skip_reasons", "emissions_kg")
+    return {k: result.summary[k] for k in keys}
 
 
 def final_model(run: Path, recipe) -> Path:
@@ -216,70 +220,55 @@ def mtf_stage(ctx: Context) -> dict[str, Any]:
     return {"records": total, "languages": sorted(manifest["files"])}
 
 
-def finetune_recipe(ctx: Context):
-    """The `bloomforge.recipe.Recipe` the finetune stage runs (`bloomforge finetune`'s)."""
-    from bloomforge.recipe import EvalConfig, Recipe, TokenizerConfig
+def finetune_recipe(ctx: Context) -> Recipe:
+    """The recipe the finetune stage runs (`bloomforge finetune`'s): the `finetune` section's
+    data, train and eval in place of the run's, on OUT/xp3, from the trained model (or
+    `finetune.init`, whose shape and tokenizer it then takes), into OUT/finetune."""
+    from bloomforge.model.config import ModelConfig
 
     r, ft = ctx.recipe, ctx.recipe.finetune
-    init = ft.init or str(ctx.run / "train")
-    return Recipe(
-        data=dataclasses.replace(ft.loader, mtf=str(ctx.run / "xp3")),
-        tokenizer=TokenizerConfig(path=None if ft.init else str(ctx.run / "tokenizer")),
-        train=ft.train,
-        eval=EvalConfig(
-            tasks=ft.tasks,
-            data=ft.data,
-            limit=ft.limit,
-            batch_size=ft.batch_size,
-            prompts=ft.prompts,
+    return dataclasses.replace(
+        r,
+        model=ModelConfig(),  # the shape is the init's
+        data=dataclasses.replace(ft.data, mtf=str(ctx.run / "xp3")),
+        tokenizer=dataclasses.replace(
+            r.tokenizer, path=None if ft.init else str(ctx.run / "tokenizer")
         ),
-        init=init,
-        seed=r.seed,
+        train=ft.train,
+        eval=ft.eval,
+        init=ft.init or str(ctx.run / "train"),
         out=str(ctx.run / "finetune"),
     )
 
 
-def _rank_eval(path: str | Path, ft, device: str) -> dict[str, Any]:
+def _rank_eval(path: str | Path, cfg, device: str) -> dict[str, Any]:
     """Prompted rank evaluation of the model at `path` (a checkpoint, run or HF folder)."""
-    import torch
+    from bloomforge.evaluation.run import evaluate, load_scorer
 
-    from bloomforge.evaluation.prompted import load_prompts, run_prompted
-    from bloomforge.evaluation.scoring import Scorer
-    from bloomforge.evaluation.tasks import get_task
-    from bloomforge.interop.hf import load_any
-
-    model, tokenizer, _ = load_any(path, device)
-    scorer = Scorer(model, tokenizer, device, ft.batch_size)
-    specs = [get_task(n) for n in ft.tasks]
-    with torch.no_grad():
-        return run_prompted(scorer, specs, Path(ft.data), load_prompts(ft.prompts), ft.limit)
+    return evaluate(load_scorer(path, device, cfg.batch_size), cfg)["prompted"]
 
 
 def finetune_stage(ctx: Context) -> dict[str, Any] | Stopped:
-    from bloomforge.checkpoint import Checkpointer
     from bloomforge.devices import resolve_device
-    from bloomforge.training.loop import Trainer
+    from bloomforge.training.train import train
 
     ft = ctx.recipe.finetune
     out = ctx.run / "finetune"
     if not ctx.resume:
         clear(out)
     recipe = finetune_recipe(ctx)
-    if ft.tasks and ft.data is None:
-        raise BloomforgeError("finetune.tasks needs finetune.data (the folder with xcopa/, ...)")
     device = resolve_device(ft.train.device, "finetune.train.device")
-    before = _rank_eval(recipe.init, ft, device) if ft.tasks else None
-    trainer = Trainer(recipe, resume=bool(Checkpointer(out).folders()))
-    summary = trainer.fit()
-    if summary["stopped"]:  # saved a checkpoint; the next `run` resumes from it
-        return Stopped(summary["stopped"])
-    details = {k: summary[k] for k in ("step", "tokens", "skipped", "skip_reasons")}
-    loader = trainer.loader  # the mixture's tokens per language, as the loader counted them
+    before = _rank_eval(recipe.init, ft.eval, device) if ft.eval.tasks else None
+    result = train(recipe)
+    if result.stopped:  # saved a checkpoint; the next `run` resumes from it
+        return Stopped(result.stopped)
+    details = {k: result.summary[k] for k in ("step", "tokens", "skipped", "skip_reasons")}
+    loader = result.loader  # the mixture's tokens per language, as the loader counted them
     details["mixture_tokens"] = {
         g: loader.tokens(g) + loader.tokens(g, "valid") for g in loader.groups
     }
     if before is not None:
-        after = _rank_eval(out, ft, device)
+        after = _rank_eval(out, ft.eval, device)
         files.write_json(
             out / "rank_eval.json", {"before": before, "after": after}, ensure_ascii=True
         )
@@ -295,7 +284,7 @@ def finetune_stage(ctx: Context) -> dict[str, Any] | Stopped:
 
 
 def _prompts(ctx: Context) -> dict[str, list[str]]:
-    cfg = ctx.recipe.eval
+    cfg = ctx.recipe.eval.generate
     if cfg.prompts:
         return cfg.prompts
     from bloomforge.documents.inputs import ReadStats, parse_inputs, read_documents
@@ -311,36 +300,31 @@ def _prompts(ctx: Context) -> dict[str, list[str]]:
 
 
 def eval_stage(ctx: Context) -> dict[str, Any]:
-    from bloomforge.checkpoint import load_checkpoint
+    from bloomforge.checkpoint import resolve_checkpoint
     from bloomforge.devices import resolve_device
-    from bloomforge.evaluation.evaluate import run_perplexity, run_tasks
-    from bloomforge.evaluation.scoring import Scorer
-    from bloomforge.evaluation.tasks import get_task
+    from bloomforge.evaluation.run import evaluate, load_scorer
     from bloomforge.model.generate import Sampling, generate_text
 
     cfg = ctx.recipe.eval
     device = resolve_device(ctx.recipe.train.device, "train.device")
-    ckpt = load_checkpoint(final_model(ctx.run, ctx.recipe), device=device)
-    tokenizer = ckpt.tokenizer()
-    scorer = Scorer(ckpt.model, tokenizer, device, cfg.batch_size)
-    results: dict[str, Any] = {"checkpoint": str(ckpt.path)}
-    inputs = [f"{k}={v}" for k, v in cfg.perplexity.items()] or [str(ctx.run / "heldout")]
-    if cfg.perplexity or any((ctx.run / "heldout").glob("*.jsonl")):
-        results["perplexity"] = run_perplexity(scorer, inputs)
-    if cfg.tasks:
-        if cfg.data is None:
-            raise BloomforgeError("eval.tasks needs eval.data (the folder with xcopa/, ...)")
-        specs = [get_task(n) for n in cfg.tasks]
-        results["tasks"] = run_tasks(scorer, specs, Path(cfg.data), cfg.limit)
+    model = final_model(ctx.run, ctx.recipe)
+    scorer = load_scorer(model, device, cfg.batch_size)
+    heldout = ctx.run / "heldout"
+    inputs = [f"{k}={v}" for k, v in cfg.perplexity.items()]
+    if not inputs and any(heldout.glob("*.jsonl")):
+        inputs = [str(heldout)]
+    results: dict[str, Any] = {"checkpoint": str(resolve_checkpoint(model))}
+    results.update(evaluate(scorer, cfg, inputs))
+    gen = cfg.generate
     sampling = Sampling(
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        seed=cfg.seed,
+        max_new_tokens=gen.max_new_tokens,
+        temperature=gen.temperature,
+        top_p=gen.top_p,
+        seed=gen.seed,
     )
     # One batch for every language: one seeded random stream, a different draw for each row.
     pairs = [(lang, p) for lang, prompts in _prompts(ctx).items() for p in prompts]
-    texts = generate_text(ckpt.model, tokenizer, [p for _, p in pairs], sampling, device)
+    texts = generate_text(scorer.model, scorer.tokenizer, [p for _, p in pairs], sampling, device)
     results["generations"] = {}
     for (lang, prompt), text in zip(pairs, texts, strict=True):
         results["generations"].setdefault(lang, []).append({"prompt": prompt, "continuation": text})
@@ -355,7 +339,7 @@ def eval_stage(ctx: Context) -> dict[str, Any]:
 
 
 def export_stage(ctx: Context) -> dict[str, Any]:
-    from bloomforge.interop.hf import export_hf
+    from bloomforge.interop.hf import check_export, export_hf
 
     model = final_model(ctx.run, ctx.recipe)
     out = export_hf(model, ctx.run / "hf")
@@ -366,29 +350,6 @@ def export_stage(ctx: Context) -> dict[str, Any]:
     return details
 
 
-def check_export(ckpt_dir: Path, hf_dir: Path) -> float | None:
-    """Max |logit difference| of transformers' BloomForCausalLM on the export vs our model."""
-    try:
-        from transformers import BloomForCausalLM
-    except ImportError:
-        return None
-    import torch
-
-    from bloomforge.checkpoint import load_checkpoint
-
-    ours = load_checkpoint(ckpt_dir)
-    ours.model.eval()
-    theirs = BloomForCausalLM.from_pretrained(hf_dir, local_files_only=True).eval()
-    ids = torch.tensor([ours.tokenizer().encode("The cat sat on the mat. 1 2 3").ids[:32]])
-    with torch.no_grad():
-        a = ours.model(ids).float()
-        b = theirs(ids).logits.float()[..., : a.shape[-1]]
-    diff = float((a - b).abs().max())
-    if diff > 1e-3:
-        raise BloomforgeError(f"{hf_dir}: transformers' logits differ from ours by {diff:.3g}")
-    return diff
-
-
 def report_stage(ctx: Context) -> dict[str, Any]:
     from bloomforge.pipeline.report import write_report
 
@@ -397,8 +358,18 @@ def report_stage(ctx: Context) -> dict[str, Any]:
     return {"files": [f.name for f in files]}
 
 
-def pipeline_stages(recipe) -> list[Stage]:
-    """The stages of `recipe` in order (corpus only when the recipe has a corpus section)."""
+def pipeline_stages(recipe: Recipe) -> list[Stage]:
+    """The stages of `recipe` in order (corpus only when the recipe has a corpus section); a
+    one-line error for a key `bloomforge run` sets itself."""
+    from bloomforge.typed_config import ConfigError
+
+    for key, value, what in (
+        ("data.tokens", recipe.data.tokens, "OUT/tokens"),
+        ("data.mtf", recipe.data.mtf, "OUT/xp3"),
+        ("tokenizer.path", recipe.tokenizer.path, "OUT/tokenizer"),
+    ):
+        if value is not None:
+            raise ConfigError(f"key '{key}': set by `bloomforge run` ({what}); remove it")
     stages = []
     if recipe.corpus is not None:
         stages.append(Stage("corpus", (), ("corpus/manifest.json",), corpus_stage))

@@ -21,11 +21,18 @@ from typing import Any
 
 from bloomforge import files
 from bloomforge.errors import BloomforgeError
+from bloomforge.evaluation.config import EvalConfig
 from bloomforge.recipe import Recipe
 from bloomforge.training.metrics import read_metrics as read_training_metrics
-from bloomforge.typed_config import ConfigError, apply_overrides, from_dict, load_yaml
+from bloomforge.typed_config import (
+    ConfigError,
+    apply_overrides,
+    apply_settings,
+    bounded,
+    from_dict,
+    load_yaml,
+)
 
-GRID_KEYS = ("base", "overrides", "vary", "eval")
 TRAIN_DONE = "ablate-train.json"  # written in a run folder once its training has finished
 EVAL_DONE = "ablate-eval.json"  # the variant's measurements, with the eval settings used
 
@@ -33,11 +40,40 @@ EVAL_DONE = "ablate-eval.json"  # the variant's measurements, with the eval sett
 @dataclass
 class EvalSpec:
     extrapolation: list[int] = field(default_factory=lambda: [1, 2, 4])
-    samples: int = 64  # held-out windows per group at 1x; k x lengths use samples // k
-    batch_size: int = 4
+    samples: int = bounded(64, ge=1)  # held-out windows per group at 1x; k x: samples // k
+    batch_size: int = bounded(4, ge=1)
     tasks: list[str] = field(default_factory=list)
     data: str | None = None  # folder of task data (xcopa/, copa/, ...) for `tasks`
-    limit: int | None = 100  # examples per task subset
+    limit: int | None = bounded(100, ge=1)  # examples per task subset
+
+    def __post_init__(self) -> None:
+        if any(k < 1 for k in self.extrapolation):
+            raise ValueError("key 'extrapolation': factors must be >= 1")
+        if self.tasks and self.data is None:
+            raise ValueError("key 'tasks': needs eval.data (the task folder)")
+
+    def eval_config(self) -> EvalConfig:
+        """The zero-shot part as the recipe's eval section (`evaluation.run.evaluate`)."""
+        return EvalConfig(self.tasks, self.data, self.limit, self.batch_size)
+
+
+@dataclass
+class GridConfig:
+    """A grid file: `base` (a recipe path, or a recipe mapping) with `overrides` (key=value, as
+    on `bloomforge train`'s command line) for every variant, `vary` crossed as a cartesian
+    product, and `eval`."""
+
+    base: str | dict[str, Any]
+    vary: dict[str, list[Any]]
+    overrides: list[str] = field(default_factory=list)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+
+    def __post_init__(self) -> None:
+        if not self.vary:
+            raise ValueError("key 'vary': a mapping of dotted keys to value lists")
+        for key, values in self.vary.items():
+            if not values:
+                raise ValueError(f"key 'vary.{key}': a non-empty list of values")
 
 
 @dataclass
@@ -75,74 +111,40 @@ def variant_name(settings: dict[str, Any]) -> str:
     return ",".join(parts).replace("/", "_").replace(" ", "_")
 
 
-def _base_data(base: Any, grid_path: Path) -> dict[str, Any]:
+def _base_data(base: str | dict[str, Any], grid_path: Path) -> dict[str, Any]:
     if isinstance(base, dict):
         return base
-    if not isinstance(base, str):
-        raise BloomforgeError(f"{grid_path}: key 'base': a recipe path or mapping, got {base!r}")
     candidates = [Path(base), grid_path.parent / base]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise BloomforgeError(f"{grid_path}: key 'base': no such recipe file {base}")
-    try:
-        return load_yaml(found)
-    except ConfigError as e:
-        raise BloomforgeError(str(e)) from e
+    return load_yaml(found)
 
 
 def load_grid(path: str | os.PathLike, out: str | os.PathLike) -> Grid:
     """Read and expand a grid; every variant's recipe is validated before anything trains."""
     path = Path(path)
     try:
-        data = load_yaml(path)
+        grid = from_dict(GridConfig, load_yaml(path))
+        shared = apply_overrides(_base_data(grid.base, path), grid.overrides)
     except ConfigError as e:
-        raise BloomforgeError(str(e)) from e
-    unknown = [k for k in data if k not in GRID_KEYS]
-    if unknown:
-        raise BloomforgeError(
-            f"{path}: unknown key '{unknown[0]}' (a grid has {', '.join(GRID_KEYS)})"
-        )
-    if "base" not in data:
-        raise BloomforgeError(f"{path}: missing key 'base' (a recipe path or mapping)")
-    overrides = data.get("overrides") or []
-    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise BloomforgeError(f"{path}: key 'overrides': a list of key=value strings")
-    vary = data.get("vary") or {}
-    if not isinstance(vary, dict) or not vary:
-        raise BloomforgeError(f"{path}: key 'vary': a mapping of dotted keys to value lists")
-    for key, values in vary.items():
-        if not isinstance(values, list) or not values:
-            raise BloomforgeError(f"{path}: key 'vary.{key}': a non-empty list of values")
-    try:
-        spec = from_dict(EvalSpec, data.get("eval") or {}, "eval")
-    except ConfigError as e:
-        raise BloomforgeError(f"{path}: {e}") from e
-    if any(k < 1 for k in spec.extrapolation) or spec.samples < 1 or spec.batch_size < 1:
-        raise BloomforgeError(f"{path}: eval: extrapolation factors, samples, batch_size >= 1")
-    if spec.tasks and spec.data is None:
-        raise BloomforgeError(f"{path}: key 'eval.tasks' needs eval.data (the task folder)")
-    try:
-        shared = apply_overrides(_base_data(data["base"], path), overrides)
-    except ConfigError as e:
-        raise BloomforgeError(f"{path}: {e}") from e
-
+        raise BloomforgeError(e if str(e).startswith(str(path)) else f"{path}: {e}") from e
     variants, names = [], set()
-    for combo in itertools.product(*vary.values()):
-        settings = dict(zip(vary, combo, strict=True))
+    for combo in itertools.product(*grid.vary.values()):
+        settings = dict(zip(grid.vary, combo, strict=True))
         name = variant_name(settings)
         if name in names:
             raise BloomforgeError(f"{path}: two variants are both named {name}")
         names.add(name)
-        sets = [f"{k}={json.dumps(v)}" for k, v in settings.items()]
-        sets.append(f"out={json.dumps(str(Path(out) / 'runs' / name))}")
+        run = str(Path(out) / "runs" / name)
         try:
-            recipe = from_dict(Recipe, apply_overrides(shared, sets))
+            recipe = from_dict(Recipe, apply_settings(shared, {**settings, "out": run}))
         except ConfigError as e:
             raise BloomforgeError(f"{path}: variant {name}: {e}") from e
         if not recipe.data.tokens:
             raise BloomforgeError(f"{path}: data.tokens is not set (base or overrides)")
         variants.append(Variant(name, settings, recipe))
-    return Grid(path, variants, spec, vary)
+    return Grid(path, variants, grid.eval, grid.vary)
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -152,19 +154,17 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def train_variant(variant: Variant) -> dict[str, Any]:
     """Train one variant (resume an interrupted run; a finished one is read back, not rerun)."""
-    from bloomforge.checkpoint import Checkpointer
-    from bloomforge.training.loop import Trainer
+    from bloomforge.training.train import train
 
     done = variant.run / TRAIN_DONE
     if done.is_file():
         return {**json.loads(done.read_text()), "reused": True}
-    resume = bool(Checkpointer(variant.run).folders())
-    summary = Trainer(variant.recipe, resume=resume).fit()
-    if summary["stopped"]:
+    result = train(variant.recipe)
+    if result.stopped:
         raise BloomforgeError(
-            f"variant {variant.name} stopped ({summary['stopped']}); rerun with --resume"
+            f"variant {variant.name} stopped ({result.stopped}); rerun with --resume"
         )
-    record = {k: summary[k] for k in ("step", "tokens", "skipped", "checkpoint")}
+    record = {k: result.summary[k] for k in ("step", "tokens", "skipped", "checkpoint")}
     _write_json(done, record)
     return {**record, "reused": False}
 
@@ -267,17 +267,16 @@ def evaluate_variant(variant: Variant, spec: EvalSpec) -> dict[str, Any]:
         **read_metrics(variant.run),
     }
     if spec.tasks:
-        from bloomforge.evaluation.evaluate import run_tasks
+        from bloomforge.evaluation.run import evaluate
         from bloomforge.evaluation.scoring import Scorer
         from bloomforge.evaluation.tasks import get_task
 
-        specs = [get_task(t) for t in spec.tasks]
         scorer = Scorer(ckpt.model, ckpt.tokenizer(), device, spec.batch_size)
-        scored = run_tasks(scorer, specs, Path(spec.data), spec.limit)
-        results["tasks"] = {
-            s.name: {"metric": s.metrics[0], "value": scored[s.name]["all"][s.metrics[0]]}
-            for s in specs
-        }
+        scored = evaluate(scorer, spec.eval_config())["tasks"]
+        results["tasks"] = {}
+        for name in spec.tasks:
+            metric = get_task(name).metrics[0]
+            results["tasks"][name] = {"metric": metric, "value": scored[name]["all"][metric]}
     del ckpt
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -78,7 +78,7 @@ def _run_train(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2) if args.json else format_run(info))
         return 0
     from bloomforge.parallel.env import init_distributed, launched_by_torchrun
-    from bloomforge.training.loop import Trainer
+    from bloomforge.training.train import train
 
     rank, world_size = 0, 1
     if launched_by_torchrun():
@@ -87,7 +87,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     try:
         with _claim_run_folder(recipe, rank, world_size):
-            summary = Trainer(recipe, resume=args.resume, rank=rank, world_size=world_size).fit()
+            summary = train(recipe, args.resume, rank, world_size).summary
     except RunStopped as e:
         if rank == 0:
             print(f"bloomforge: {e}", file=sys.stderr)

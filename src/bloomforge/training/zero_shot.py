@@ -54,40 +54,17 @@ def check_supported(recipe: Recipe) -> None:
 
 def zero_shot(model: nn.Module, tokenizer, device: torch.device, recipe: Recipe) -> dict[str, Any]:
     """Score the recipe's eval tasks with the model as it is now; flat metrics."""
-    from bloomforge.evaluation.evaluate import run_tasks
+    from bloomforge.evaluation.run import evaluate, flat_metrics
     from bloomforge.evaluation.scoring import Scorer
-    from bloomforge.evaluation.tasks import get_task
 
-    ev = recipe.eval
-    specs = [get_task(n) for n in ev.tasks]
     gathered = hasattr(model, "unshard")  # FSDP2: the root's weights, for the output projection
     if gathered:
         model.unshard()
     was_training = model.training
     try:
-        scorer = Scorer(model, tokenizer, device, ev.batch_size)
-        with torch.no_grad():
-            if ev.prompts:
-                from bloomforge.evaluation.prompted import load_prompts, run_prompted
-
-                res = run_prompted(scorer, specs, Path(ev.data), load_prompts(ev.prompts), ev.limit)
-                return {
-                    f"{task}/{lang}/{k}": v
-                    for task, entry in res.items()
-                    for lang, summary in entry["summary"].items()
-                    for k, v in summary.items()
-                    if k != "n_prompts"
-                }
-            res = run_tasks(scorer, specs, Path(ev.data), ev.limit)
+        scorer = Scorer(model, tokenizer, device, recipe.eval.batch_size)
+        return flat_metrics(evaluate(scorer, recipe.eval))
     finally:
         model.train(was_training)
         if gathered:
             model.reshard()
-    out: dict[str, Any] = {}
-    for task, r in res.items():
-        metric = "acc" if "acc" in r["all"] else next(k for k in r["all"] if k != "n")
-        out[f"{task}/{metric}"] = r["all"][metric]
-        if len(r["subsets"]) > 1:
-            for lang, m in r["subsets"].items():
-                out[f"{task}/{lang}/{metric}"] = m[metric]
-    return out

@@ -3,7 +3,7 @@
 In: documents tagged by `PositionReader`. Out, under the dedup work folder:
 `signatures/NNNNN.npz` per task (position, language, normalised-text key, URL key, SimHash
 fingerprint, template-line keys) and, from `ResolveDuplicates` (one task),
-`resolved.npz` (every position with its removal reason code, 0 = keep), `templates.npy`
+`resolved.npz` (every position with its removal reason code, 0 = keep), `templates.npz`
 (sorted keys of template lines) and `summary.json` (counts per method and language).
 
 Every method keeps the first document of each group in corpus order, so a removed document
@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 from datatrove.data import DocumentsPipeline
-from datatrove.pipeline.base import PipelineStep
 
 from bloomforge import files
 
 from .config import DedupConfig
-from .io import load_arrays, position
+from .io import RESOLVED, TEMPLATES, DedupStep, language, load_arrays, position
 from .near import first_of_components, group_representatives, simhash_representatives
 from .text import shingle_hashes, simhash, template_line_keys, text_key, url_key
 
@@ -32,23 +31,17 @@ REASONS = ("kept", "exact_text", "exact_url", "simhash", "minhash")
 CODE = {name: code for code, name in enumerate(REASONS)}
 
 
-class DedupSignatures(PipelineStep):
+class DedupSignatures(DedupStep):
     """Computes every document's keys and passes the document on (to MinHash's signature step)."""
 
-    type = "🫂 - DEDUP"
     name = "bloomforge dedup signatures"
-
-    def __init__(self, work_dir: str, config: DedupConfig) -> None:
-        super().__init__()
-        self.work_dir = str(work_dir)
-        self.config = config
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1):
         cfg = self.config
         cols: dict[str, list] = defaultdict(list)
         for doc in data:
             with self.track_time():
-                pos, lang = position(doc), str(doc.metadata.get("language", "unknown"))
+                pos, lang = position(doc), language(doc)
                 cols["pos"].append(pos)
                 cols["lang"].append(lang)
                 cols["text"].append(text_key(doc.text) if cfg.exact_text else 0)
@@ -62,7 +55,7 @@ class DedupSignatures(PipelineStep):
                     cols["line_key"] += keys
             yield doc
         files.write_arrays(
-            Path(self.work_dir) / "signatures" / f"{rank:05d}.npz",
+            self.work_file(f"signatures/{rank:05d}.npz"),
             pos=np.array(cols["pos"], dtype=np.uint64),
             lang=np.array(cols["lang"], dtype=str),
             text=np.array(cols["text"], dtype=np.uint64),
@@ -138,24 +131,19 @@ def _write_clusters(folder: Path, ranks: list[int], offsets: np.ndarray, rep: np
             files.write_array(folder / f"{rank:06d}.clusters", rows)
 
 
-class ResolveDuplicates(PipelineStep):
+class ResolveDuplicates(DedupStep):
     """One task: reads all signatures (and MinHash clusters) and decides every document."""
 
-    type = "🫂 - DEDUP"
     name = "bloomforge dedup resolve"
 
     def __init__(self, work_dir: str, config: DedupConfig, minhash_dir: str | None = None) -> None:
-        super().__init__()
-        self.work_dir = str(work_dir)
-        self.config = config
+        super().__init__(work_dir, config)
         self.minhash_dir = minhash_dir
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
-        if world_size != 1:
-            raise ValueError("ResolveDuplicates runs as a single task")
-        work = Path(self.work_dir)
+        self.single_task(world_size)
         parts, rank_positions = [], {}
-        for path in sorted((work / "signatures").glob("*.npz")):
+        for path in sorted(self.work_file("signatures").glob("*.npz")):
             part = load_arrays(path)
             rank_positions[int(path.stem)] = part["pos"]
             parts.append(part)
@@ -165,13 +153,11 @@ class ResolveDuplicates(PipelineStep):
                 order = np.argsort(cols["pos"], kind="stable")
                 cols = {k: v if k.startswith("line_") else v[order] for k, v in cols.items()}
             summary, reasons, templates = self._resolve(cols, rank_positions)
-        files.write_arrays(
-            work / "resolved.npz", pos=cols.get("pos", np.zeros(0, np.uint64)), reason=reasons
-        )
-        files.write_arrays(work / "templates.npz", keys=templates)
-        files.write_json(
-            work / "summary.json", summary, sort_keys=True, ensure_ascii=True, newline=False
-        )
+        pos = cols.get("pos", np.zeros(0, np.uint64))
+        files.write_arrays(self.work_file(RESOLVED), pos=pos, reason=reasons)
+        files.write_arrays(self.work_file(TEMPLATES), keys=templates)
+        summary_file = self.work_file("summary.json")
+        files.write_json(summary_file, summary, sort_keys=True, ensure_ascii=True, newline=False)
         if data is not None:
             yield from data
 
@@ -248,9 +234,5 @@ class ResolveDuplicates(PipelineStep):
 
 
 def load_resolved(work_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    data = load_arrays(Path(work_dir) / "resolved.npz")
+    data = load_arrays(Path(work_dir) / RESOLVED)
     return data["pos"], data["reason"]
-
-
-def load_templates(work_dir: str) -> np.ndarray:
-    return load_arrays(Path(work_dir) / "templates.npz")["keys"]

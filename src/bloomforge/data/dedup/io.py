@@ -1,34 +1,40 @@
-"""Reading and writing documents between dedup stages, and the small files they share.
+"""What the dedup steps read and write: documents, and the work folder between stages.
 
-In: a folder of jsonl(.gz/.zst) files written by datatrove's JsonlWriter (the filter stage's
-output). Out: `PositionReader` yields their documents tagged with a corpus position that does not
-depend on the number of tasks ((file number in sorted order) << 32 | line number), and
-`OutputWriter` writes them back, one output file per input file, with the tags removed.
+Documents. In: a folder of jsonl(.gz/.zst) files in datatrove's JsonlWriter format (the filter
+stage's output). `PositionReader` (datatrove's JsonlReader) yields their documents tagged with a
+corpus position that does not depend on the number of tasks ((file number in sorted order) << 32
+| line number) and their file; `OutputWriter` (datatrove's JsonlWriter) writes them back, one
+output file per input file, with the tags removed.
 
-Both are datatrove disk readers/writers in the JsonlReader/JsonlWriter format (`text`, `id`,
-`metadata`), but use the stdlib json module: datatrove's own Jsonl classes require orjson,
-which bloomforge does not install.
+Work folder. `DedupStep` is the base of every bloomforge dedup step: its config, the work folder
+where each stage leaves what later ones read (`resolved.npz`, `templates.npz`, `SPANS`), read
+once per process, and the lookup of a document's position in them.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from datatrove.data import Document, DocumentsPipeline
-from datatrove.pipeline.readers.base import BaseDiskReader
-from datatrove.pipeline.writers.disk_base import DiskWriter
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.readers import JsonlReader
+from datatrove.pipeline.writers import JsonlWriter
 
-from bloomforge.errors import BloomforgeError
+from .config import DedupConfig
 
 POS = "_dedup_pos"  # removed by OutputWriter; never reaches the output
 FILE = "_dedup_file"
 _SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd")
+RESOLVED, TEMPLATES, SPANS = "resolved.npz", "templates.npz", "substrings/spans.npz"
 
 
 def position(doc: Document) -> int:
     return int(doc.metadata[POS])
+
+
+def language(doc: Document) -> str:
+    return str(doc.metadata.get("language", "unknown"))
 
 
 def input_files(folder: str) -> list[str]:
@@ -40,25 +46,14 @@ def input_files(folder: str) -> list[str]:
     return sorted(n for n in names if n.endswith(_SUFFIXES))
 
 
-class PositionReader(BaseDiskReader):
-    """datatrove JsonlReader over whole files (file i to task i % tasks), tagging positions."""
+class PositionReader(JsonlReader):
+    """datatrove's JsonlReader over whole files (file i to task i % tasks), tagging positions."""
 
     name = "dedup reader"
 
     def __init__(self, data_folder: str) -> None:
         super().__init__(data_folder, add_file_path=False)
         self.folder = str(data_folder)
-
-    def read_file(self, filepath: str) -> DocumentsPipeline:
-        with self.data_folder.open(filepath, "rt", compression="infer") as f:
-            for line_no, line in enumerate(f):
-                try:
-                    document = self.get_document_from_dict(json.loads(line), filepath, line_no)
-                except json.JSONDecodeError as err:
-                    msg = f"{self.folder}/{filepath} line {line_no + 1}: not valid JSON ({err})"
-                    raise BloomforgeError(msg) from err
-                if document is not None:
-                    yield document
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
         files = input_files(self.folder)
@@ -72,24 +67,20 @@ class PositionReader(BaseDiskReader):
 
 
 def _output_name(input_name: str) -> str:
-    """`a/b.jsonl.zst` -> `a/b.jsonl` (DiskWriter adds `.gz`)."""
+    """`a/b.jsonl.zst` -> `a/b.jsonl` (the writer adds `.gz`)."""
     for suffix in sorted(_SUFFIXES, key=len, reverse=True):
         if input_name.endswith(suffix):
             return input_name[: -len(suffix)] + ".jsonl"
     return input_name + ".jsonl"
 
 
-class OutputWriter(DiskWriter):
-    """A jsonl.gz writer that writes each document to the output file named after its input."""
+class OutputWriter(JsonlWriter):
+    """datatrove's JsonlWriter (gzip), each document to the output file named after its input."""
 
     name = "dedup writer"
 
     def __init__(self, output_folder: str) -> None:
-        super().__init__(output_folder, output_filename="${_out}", compression="gzip", mode="wb")
-
-    def _write(self, document: dict, file_handler, _filename: str) -> None:
-        line = json.dumps(document, ensure_ascii=False) + "\n"
-        file_handler.write(line.encode("utf-8", "surrogatepass"))
+        super().__init__(output_folder, output_filename="${_out}")
 
     def write(self, document: Document, rank: int = 0, **kwargs) -> None:
         document.metadata.pop(POS, None)
@@ -100,3 +91,43 @@ class OutputWriter(DiskWriter):
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+def find_position(positions: np.ndarray, doc: Document) -> int | None:
+    """The index of `doc`'s position in the sorted `positions`, None if it is not there."""
+    pos = np.uint64(position(doc))
+    i = int(np.searchsorted(positions, pos))
+    return i if i < positions.size and positions[i] == pos else None
+
+
+class DedupStep(PipelineStep):
+    """A dedup step: its config and the work folder it reads (once per process) and writes."""
+
+    type = "🫂 - DEDUP"
+
+    def __init__(self, work_dir: str, config: DedupConfig) -> None:
+        super().__init__()
+        self.work_dir = str(work_dir)
+        self.config = config
+        self._read: dict[str, dict[str, np.ndarray]] = {}
+
+    def work_file(self, name: str) -> Path:
+        return Path(self.work_dir) / name
+
+    def arrays(self, name: str) -> dict[str, np.ndarray]:
+        """The arrays an earlier stage left in the work file `name`, read on first use."""
+        if name not in self._read:
+            self._read[name] = load_arrays(self.work_file(name))
+        return self._read[name]
+
+    def reason_code(self, doc: Document) -> int:
+        """What `ResolveDuplicates` decided for `doc`: 0 (keep) or the code of its reason."""
+        resolved = self.arrays(RESOLVED)
+        i = find_position(resolved["pos"], doc)
+        if i is None:
+            raise ValueError(f"document {doc.id} was not seen by the dedup signature stage")
+        return int(resolved["reason"][i])
+
+    def single_task(self, world_size: int) -> None:
+        if world_size != 1:
+            raise ValueError(f"{type(self).__name__} runs as a single task")

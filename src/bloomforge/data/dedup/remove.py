@@ -14,16 +14,14 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 from datatrove.data import Document, DocumentsPipeline
-from datatrove.pipeline.base import PipelineStep
 
 from bloomforge import files
 from bloomforge.data.ledger import IN, KEPT, CountedFilter, ledger_key, record
 
 from .config import DedupConfig
-from .find import REASONS, load_resolved, load_templates
-from .io import load_arrays, position
+from .find import REASONS
+from .io import SPANS, TEMPLATES, DedupStep, find_position, language
 from .substrings import cut_spans
 from .text import strip_template_lines
 
@@ -31,55 +29,35 @@ TEMPLATE_EMPTY = "template_lines_empty"
 SUBSTRINGS_EMPTY = "exact_substrings_empty"
 
 
-class DuplicateFilter(CountedFilter):
+class DuplicateFilter(DedupStep, CountedFilter):
     """Removes the documents that `ResolveDuplicates` marked with one of `reasons`."""
 
     name = "bloomforge dedup filter"
 
-    def __init__(self, work_dir: str, ledger_name: str, reasons: tuple[str, ...]) -> None:
-        super().__init__()
-        self.work_dir = str(work_dir)
+    def __init__(
+        self, work_dir: str, config: DedupConfig, ledger_name: str, reasons: tuple[str, ...]
+    ) -> None:
+        super().__init__(work_dir, config)
         self.ledger_name = ledger_name
         self.reasons = tuple(reasons)
-        self._resolved: tuple[np.ndarray, np.ndarray] | None = None  # loaded on first use
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        if self._resolved is None:
-            self._resolved = load_resolved(self.work_dir)
-        positions, reasons = self._resolved
-        pos = np.uint64(position(doc))
-        i = int(np.searchsorted(positions, pos))
-        if i == positions.size or positions[i] != pos:
-            raise ValueError(f"document {doc.id} was not seen by the dedup signature stage")
-        reason = REASONS[int(reasons[i])]
+        reason = REASONS[self.reason_code(doc)]
         return (False, reason) if reason in self.reasons else True
 
 
-class _CuttingStep(PipelineStep):
+class _CuttingStep(DedupStep):
     """A step that cuts text from documents and drops those left empty, with a ledger."""
 
-    type = "🫂 - DEDUP"
     ledger_name = "dedup_cut"
     cut_outcome = "cut"
     empty_reason = "empty"
-
-    def __init__(self, work_dir: str, config: DedupConfig) -> None:
-        super().__init__()
-        self.work_dir = str(work_dir)
-        self.config = config
-        self._loaded = False
-
-    def load(self) -> None:
-        raise NotImplementedError
 
     def cut(self, doc: Document) -> tuple[str, int]:
         """New text and the number of pieces (lines, spans) cut."""
         raise NotImplementedError
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1):
-        if not self._loaded:
-            self.load()
-            self._loaded = True
         pieces: Counter = Counter()
         cut_bytes: Counter = Counter()
         for doc in data:
@@ -91,7 +69,7 @@ class _CuttingStep(PipelineStep):
                 record(self, doc, KEPT)
                 yield doc
                 continue
-            lang = str(doc.metadata.get("language", "unknown"))
+            lang = language(doc)
             pieces[lang] += n_cut
             self.stat_update(f"{self.cut_outcome}_pieces", value=n_cut)
             if not text.strip():
@@ -107,7 +85,7 @@ class _CuttingStep(PipelineStep):
             record(self, doc, KEPT)
             yield doc
         report = {"pieces": dict(pieces), "bytes": dict(cut_bytes)}
-        report_file = Path(self.work_dir) / "report" / f"{self.ledger_name}-{rank:05d}.json"
+        report_file = self.work_file(f"report/{self.ledger_name}-{rank:05d}.json")
         files.write_json(report_file, report, sort_keys=True, ensure_ascii=True, newline=False)
 
 
@@ -119,12 +97,10 @@ class TemplateLineRemoval(_CuttingStep):
     cut_outcome = "template_lines"
     empty_reason = TEMPLATE_EMPTY
 
-    def load(self) -> None:
-        self._templates = load_templates(self.work_dir)
-
     def cut(self, doc: Document) -> tuple[str, int]:
-        lang = str(doc.metadata.get("language", "unknown"))
-        return strip_template_lines(doc.text, lang, self._templates, self.config.template_min_chars)
+        templates = self.arrays(TEMPLATES)["keys"]
+        min_chars = self.config.template_min_chars
+        return strip_template_lines(doc.text, language(doc), templates, min_chars)
 
 
 class SubstringRemoval(_CuttingStep):
@@ -135,18 +111,14 @@ class SubstringRemoval(_CuttingStep):
     cut_outcome = "exact_substrings"
     empty_reason = SUBSTRINGS_EMPTY
 
-    def load(self) -> None:
-        spans = load_arrays(Path(self.work_dir) / "substrings" / "spans.npz")
-        self._pos, self._offsets = spans["pos"], spans["offsets"]
-        self._starts, self._ends = spans["starts"], spans["ends"]
-
     def cut(self, doc: Document) -> tuple[str, int]:
-        pos = np.uint64(position(doc))
-        i = int(np.searchsorted(self._pos, pos))
-        if i == self._pos.size or self._pos[i] != pos:
+        found = self.arrays(SPANS)
+        i = find_position(found["pos"], doc)
+        if i is None:
             return doc.text, 0
-        lo, hi = self._offsets[i], self._offsets[i + 1]
-        spans = list(zip(self._starts[lo:hi].tolist(), self._ends[lo:hi].tolist(), strict=True))
+        lo, hi = found["offsets"][i], found["offsets"][i + 1]
+        starts, ends = found["starts"][lo:hi].tolist(), found["ends"][lo:hi].tolist()
+        spans = list(zip(starts, ends, strict=True))
         data = doc.text.encode("utf-8", "surrogatepass")
         return cut_spans(data, spans).decode("utf-8", "surrogatepass"), len(spans)
 

@@ -36,8 +36,17 @@ from datatrove.utils.word_tokenizers import WordTokenizer
 from bloomforge import files
 
 from .config import DedupConfig
-from .find import DedupSignatures, ResolveDuplicates, load_resolved, load_templates
-from .io import OutputWriter, PositionReader, load_arrays, position
+from .find import DedupSignatures, ResolveDuplicates
+from .io import (
+    SPANS,
+    TEMPLATES,
+    DedupStep,
+    OutputWriter,
+    PositionReader,
+    language,
+    load_arrays,
+    position,
+)
 from .remove import DuplicateFilter, SubstringRemoval, TemplateLineRemoval, read_cut_reports
 from .substrings import later_repeat_masks, mask_spans
 from .text import shingle_hashes, strip_template_lines
@@ -84,33 +93,23 @@ def minhash_config(config: DedupConfig) -> MinhashConfig:
     )
 
 
-class SubstringIndex(PipelineStep):
+class SubstringIndex(DedupStep):
     """One task: spans of the documents that stay which repeat >= substring_min_bytes bytes seen
-    earlier in the same language shard -> `substrings/spans.npz` (CSR by position)."""
+    earlier in the same language shard -> `SPANS` (CSR by position)."""
 
-    type = "🫂 - DEDUP"
     name = "bloomforge exact substrings index"
 
-    def __init__(self, work_dir: str, config: DedupConfig) -> None:
-        super().__init__()
-        self.work_dir = str(work_dir)
-        self.config = config
-
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1):
+        self.single_task(world_size)
         cfg = self.config
-        resolved = load_resolved(self.work_dir) if cfg.any_signature else None
-        templates = load_templates(self.work_dir) if cfg.template_lines else np.zeros(0, np.uint64)
+        templates = self.arrays(TEMPLATES)["keys"] if cfg.template_lines else np.zeros(0, np.uint64)
         shards: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
         shard_bytes: dict[str, int] = defaultdict(int)
         found: list[tuple[int, list[tuple[int, int]]]] = []
         for doc in data:  # world_size 1: every file, in corpus order
-            pos, lang = position(doc), str(doc.metadata.get("language", "unknown"))
-            if resolved is not None:
-                i = int(np.searchsorted(resolved[0], np.uint64(pos)))
-                if i == resolved[0].size or resolved[0][i] != pos:
-                    raise ValueError(f"document {doc.id} was not seen by dedup_signatures")
-                if resolved[1][i] != 0:
-                    continue
+            pos, lang = position(doc), language(doc)
+            if cfg.any_signature and self.reason_code(doc) != 0:
+                continue
             text, _ = strip_template_lines(doc.text, lang, templates, cfg.template_min_chars)
             raw = text.encode("utf-8", "surrogatepass")
             if shard_bytes[lang] + len(raw) > cfg.substring_shard_bytes and shards[lang]:
@@ -124,7 +123,7 @@ class SubstringIndex(PipelineStep):
         offsets = np.cumsum([0] + [len(s) for _, s in found], dtype=np.int64)
         flat = [span for _, spans in found for span in spans]
         files.write_arrays(
-            Path(self.work_dir) / "substrings" / "spans.npz",
+            self.work_file(SPANS),
             pos=np.array([p for p, _ in found], dtype=np.uint64),
             offsets=offsets,
             starts=np.array([a for a, _ in flat], dtype=np.int64),
@@ -172,11 +171,11 @@ def dedup_stages(
         r for r, on in (("exact_text", cfg.exact_text), ("exact_url", cfg.exact_url)) if on
     )
     if exact:
-        steps.append(DuplicateFilter(str(work), "dedup_exact", exact))
+        steps.append(DuplicateFilter(str(work), cfg, "dedup_exact", exact))
     if cfg.simhash:
-        steps.append(DuplicateFilter(str(work), "dedup_simhash", ("simhash",)))
+        steps.append(DuplicateFilter(str(work), cfg, "dedup_simhash", ("simhash",)))
     if cfg.minhash:
-        steps.append(DuplicateFilter(str(work), "dedup_minhash", ("minhash",)))
+        steps.append(DuplicateFilter(str(work), cfg, "dedup_minhash", ("minhash",)))
     if cfg.template_lines:
         steps.append(TemplateLineRemoval(str(work), cfg))
     if cfg.substrings:
@@ -194,7 +193,7 @@ def dedup_summary(work_dir: str) -> dict:
         summary = json.loads((work / "summary.json").read_text())
     summary["template_lines_removed"] = read_cut_reports(work_dir, TemplateLineRemoval.ledger_name)
     summary["substrings_removed"] = read_cut_reports(work_dir, SubstringRemoval.ledger_name)
-    spans = work / "substrings" / "spans.npz"
+    spans = work / SPANS
     if spans.is_file():
         summary["substring_documents"] = int(load_arrays(spans)["pos"].size)
     return summary

@@ -10,7 +10,18 @@ from bloomforge.data.prepare.config import (
     config_from_inputs,
     load_prepare_config,
 )
-from bloomforge.data.prepare.pipeline import build_executors, build_stages, prepare
+
+_PIPELINE = ("build_executors", "build_stages", "prepare")
+
+
+def __getattr__(name: str):
+    """The datatrove pipeline is imported on first use: the recipe imports only the config."""
+    if name in _PIPELINE:
+        from bloomforge.data.prepare import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(name)
+
 
 __all__ = [
     "PrepareConfig",

@@ -141,7 +141,8 @@ class PIISettings:
 
 @dataclass
 class PrepareConfig:
-    sources: list[SourceConfig]
+    # empty in a `bloomforge run` recipe with a `corpus` section: the gathered corpus is used
+    sources: list[SourceConfig] = field(default_factory=list)
     filters: dict[str, Any] = field(default_factory=dict)  # FilterConfig section
     dedup: dict[str, Any] = field(default_factory=dict)  # DedupConfig section
     # "source": each source deduplicated on its own (ROOTS kept sources apart); "corpus": all
@@ -155,8 +156,6 @@ class PrepareConfig:
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
-        if not self.sources:
-            raise ValueError("key 'sources': give at least one source")
         if self.max_doc_bytes < 0:
             raise ValueError(
                 f"key 'max_doc_bytes': {self.max_doc_bytes} is negative (0 means no limit)"
@@ -199,6 +198,8 @@ def load_prepare_config(path: str | os.PathLike) -> PrepareConfig:
     """`data.yaml` -> PrepareConfig; relative source paths are taken from the file's folder."""
     data = load_yaml(path)
     config = from_dict(PrepareConfig, data)
+    if not config.sources:
+        raise BloomforgeError(f"{path}: key 'sources': give at least one source")
     base = Path(path).resolve().parent
     for source in config.sources:
         source.paths = [p if os.path.isabs(p) else str(base / p) for p in source.paths]
@@ -269,6 +270,8 @@ def source_files(source: SourceConfig) -> list[Path]:
 
 def check_saved_config(config: PrepareConfig, out: Path) -> None:
     """Write OUT/config.yaml, or check that a rerun on OUT uses the same configuration."""
+    if not config.sources:
+        raise BloomforgeError("key 'sources': give at least one source")
     path = Path(out) / "config.yaml"
     if path.exists():
         if load_yaml(path) != to_dict(config):

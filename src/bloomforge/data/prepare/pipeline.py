@@ -32,14 +32,14 @@ from typing import Any
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.writers import JsonlWriter
 
 from bloomforge.data import dedup, filters
 from bloomforge.data.ledger import IN, KEPT, record
 from bloomforge.data.pii import PIIRedactor
 from bloomforge.data.prepare.config import PrepareConfig, SourceConfig, source_files
-from bloomforge.data.prepare.jsonio import FolderReader, JsonWriter
 from bloomforge.data.prepare.logs import FileLoggedExecutor, StageProgress, datatrove_quiet
-from bloomforge.data.prepare.reader import SourceReader
+from bloomforge.data.prepare.reader import FolderReader, SourceReader
 from bloomforge.data.prepare.stats import write_stats
 from bloomforge.errors import BloomforgeError
 from bloomforge.typed_config import from_dict, to_dict
@@ -106,8 +106,8 @@ def dedup_config(config: PrepareConfig, source: SourceConfig) -> Any:
 def _exclusion_writer(step: Any, out: Path, source: str) -> None:
     if hasattr(step, "exclusion_writer") and step.exclusion_writer is None:
         name = getattr(step, "ledger_name", type(step).__name__)
-        folder = out / "excluded" / name
-        step.exclusion_writer = JsonWriter(str(folder), output_filename=f"{source}/${{rank}}.jsonl")
+        folder = out / "excluded" / name / source
+        step.exclusion_writer = JsonlWriter(str(folder), output_filename="${rank}.jsonl")
 
 
 CORPUS = "_corpus"  # the dedup stages' name when all sources are deduplicated together
@@ -153,7 +153,7 @@ def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
             steps.append(filters.EachFilterAlone(quality))
         steps += quality
         filtered = out / "work" / "filtered" / src.name
-        steps.append(JsonWriter(str(filtered)))
+        steps.append(JsonlWriter(str(filtered)))
         stage = Stage(f"filter/{src.name}", "filter", src.name, steps, len(files), files)
         filter_stages.append(stage)
 
@@ -174,7 +174,7 @@ def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
         final: list = [FolderReader(str(final_input))]
         final.append(Tally())
         final.append(
-            JsonWriter(
+            JsonlWriter(
                 str(out / "documents" / src.name),
                 output_filename="${language}/${rank}.jsonl.gz",
             )

@@ -9,6 +9,8 @@ id `SOURCE/FILE_INDEX/LINE` (stable whatever the number of workers), metadata `s
 present, and `date` (WARC-Date, the crawl date) for web archives: the exact-URL dedup step reads
 `url`. Web-archive records that give no text (non-response records, non-text MIME types, charset
 errors, bad HTML, empty extractions: `bloomforge.documents.warc`) are malformed records like these.
+A lone surrogate in a metadata value (a JSON "\\ud800" escape in an id or URL) is kept spelled
+`\\ud800`: datatrove's JsonlWriter writes only what UTF-8 can encode.
 
 Malformed records, and records over `max_doc_bytes` (`too_large`, before any costly step: one
 50 MB record otherwise takes minutes and gigabytes in language id and the filters), are counted
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.readers import JsonlReader
 
 from bloomforge import files
 from bloomforge.data.ledger import IN, KEPT, ledger_key, record
@@ -40,6 +43,14 @@ FILE_STAT = "file"
 def file_key(source: str, index: int, what: str) -> str:
     """The stats key of the input file `index` of `source`: what = records | documents."""
     return f"{FILE_STAT}|{source}|{index}|{what}"
+
+
+def _utf8(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 class SourceReader(PipelineStep):
@@ -115,15 +126,12 @@ class SourceReader(PipelineStep):
                 # a language named by the record or file name counts only as ISO 639-1 ("web.jsonl"
                 # is not Web); otherwise language identification decides
                 "language": d.language if d.language in LANGUAGES else UNKNOWN,
-                "file": d.file,
+                "file": _utf8(d.file),
                 "line": d.line,
             }
-            if d.id is not None:
-                meta["orig_id"] = d.id
-            if d.url is not None:
-                meta["url"] = d.url
-            if d.date is not None:
-                meta["date"] = d.date
+            for key, value in (("orig_id", d.id), ("url", d.url), ("date", d.date)):
+                if value is not None:
+                    meta[key] = _utf8(value)
             doc = Document(text=d.text, id=f"{self.source}/{index}/{d.line}", metadata=meta)
             record(self, doc, IN)
             record(self, doc, KEPT)
@@ -136,3 +144,22 @@ class SourceReader(PipelineStep):
             self.stat_update(ledger_key(READ_STEP, self.source, language, outcome, "docs"))
             key = ledger_key(READ_STEP, self.source, language, outcome, "bytes")
             self.stat_update(key, value=size, unit="bytes")
+
+
+class FolderReader(JsonlReader):
+    """datatrove's JsonlReader over a folder's `*.jsonl.gz` (the final stage's input). A folder
+    without files (every document of a source may have been removed upstream) yields nothing,
+    where datatrove's readers raise."""
+
+    def __init__(self, data_folder: str, glob_pattern: str = "*.jsonl.gz") -> None:
+        super().__init__(data_folder, glob_pattern=glob_pattern, add_file_path=False)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
+        try:
+            files = self.data_folder.list_files(recursive=True, glob_pattern=self.glob_pattern)
+        except FileNotFoundError:
+            files = []
+        if files:
+            yield from super().run(data, rank, world_size)
+        elif data:
+            yield from data

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bloomforge import files
-from bloomforge.pipeline.config import CorpusConfig
+from bloomforge.data.config import CorpusConfig
 
 CODE_SOURCE, CODE_LANGUAGE = "python-stdlib", "code"
 _ISO_TABLES = (
