@@ -21,10 +21,7 @@ PIPELINE = Path(__file__).resolve().parents[1] / "src" / "bloomforge" / "pipelin
 NAMED_INSIDE = ("tokenizer", "train", "finetune", "eval", ".stages")
 # Modules still spelling run-file names; each drops out when it uses RunLayout (strict: a
 # module that no longer does fails here until it is removed from the list).
-PENDING = {
-    "stages.py": "the stages are being switched to RunLayout",
-    "commands.py": "prints OUT/report.html by name",
-}
+PENDING: dict[str, str] = {}
 
 
 def _names(layout: RunLayout) -> set[Path]:

@@ -54,6 +54,7 @@ def _execute(recipe, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bloomforge.outputs import claim_output
+    from bloomforge.pipeline.layout import RunLayout
     from bloomforge.pipeline.runner import Context, enterable, recipe_inputs, run_stages
     from bloomforge.pipeline.stages import pipeline_stages
 
@@ -72,8 +73,9 @@ def _execute(recipe, args: argparse.Namespace) -> int:
             f"bloomforge: stopped in {stopped[0]}; run the same command to resume", file=sys.stderr
         )
         return 130
-    if (out / "report.html").exists():
-        print(f"report: {out / 'report.html'}")
+    report = RunLayout(out).report_html
+    if report.exists():
+        print(f"report: {report}")
     return 0
 
 

@@ -32,14 +32,19 @@ from typing import Any
 from bloomforge import files
 from bloomforge.errors import BloomforgeError
 from bloomforge.files import atomic_directory
+from bloomforge.pipeline.layout import SCRATCH_PREFIX, RunLayout
 from bloomforge.pipeline.runner import Context, Stage, Stopped, clear
 from bloomforge.recipe import PrepareConfig, Recipe
 
-DOCUMENTS = "data/documents"  # the prepared documents (issue 6's OUT/documents)
+L = RunLayout(Path())  # relative names: a stage's outputs, checked under any run folder
+
+
+def _rel(path: Path) -> str:
+    return path.as_posix()
 
 
 def _documents(ctx: Context) -> Path:
-    path = ctx.run / DOCUMENTS
+    path = ctx.layout.documents
     if not path.is_dir():
         raise BloomforgeError(f"{path}: no prepared documents (run the data stage)")
     return path
@@ -48,7 +53,7 @@ def _documents(ctx: Context) -> Path:
 def corpus_stage(ctx: Context) -> dict[str, Any]:
     from bloomforge.data.corpus import gather_corpus
 
-    with atomic_directory(ctx.run / "corpus") as tmp:
+    with atomic_directory(ctx.layout.corpus) as tmp:
         manifest = gather_corpus(ctx.recipe.corpus, tmp)
     for note in manifest["notes"]:
         ctx.echo(f"[corpus] {note}")
@@ -67,8 +72,8 @@ def prepare_config(ctx: Context) -> PrepareConfig:
     if ctx.recipe.corpus is not None and not cfg.sources:
         from bloomforge.data.corpus import data_sources
 
-        manifest = json.loads((ctx.run / "corpus" / "manifest.json").read_text())
-        found = data_sources(manifest, (ctx.run / "corpus").resolve())
+        manifest = json.loads(ctx.layout.corpus_manifest.read_text())
+        found = data_sources(manifest, ctx.layout.corpus.resolve())
         sources = [from_dict(SourceConfig, s, "prepare.sources") for s in found]
         cfg = dataclasses.replace(cfg, sources=sources)
     return cfg
@@ -78,7 +83,7 @@ def data_stage(ctx: Context) -> dict[str, Any]:
     from bloomforge.data.prepare import prepare
 
     config = prepare_config(ctx)
-    out = ctx.run / "data"
+    out = ctx.layout.data
     if not ctx.resume:  # new settings: start over (same settings: datatrove skips done tasks)
         clear(out)
     stats = prepare(config, str(out), workers=ctx.recipe.workers)
@@ -91,7 +96,7 @@ def tokenizer_stage(ctx: Context) -> dict[str, Any]:
     from bloomforge.tokenizer.report import fertility_report
     from bloomforge.tokenizer.train import save_trained, train_tokenizer
 
-    cfg, out = ctx.recipe.tokenizer, ctx.run / "tokenizer"
+    cfg, out = ctx.recipe.tokenizer, ctx.layout.tokenizer
     specs = parse_inputs([str(_documents(ctx))])
     result = train_tokenizer(
         specs, cfg.vocab_size, cfg.alpha, cfg.max_bytes_per_language, cfg.seed, cfg.min_frequency
@@ -110,7 +115,7 @@ def tokenizer_stage(ctx: Context) -> dict[str, Any]:
                     short.discard(doc.language)
                     if not short:
                         break
-        text_file = out / "fertility_text.jsonl"
+        text_file = ctx.layout.fertility_text
         with files.atomic_file(text_file) as f:
             for lang, texts in sample.items():
                 for t in texts:
@@ -138,14 +143,14 @@ def tokens_stage(ctx: Context) -> dict[str, Any]:
     from bloomforge.documents.inputs import ReadStats, parse_inputs, read_documents
 
     cfg, stats = ctx.recipe.tokens, ReadStats()
-    for litter in ctx.run.glob(".tokens-input-*"):  # left by a killed attempt
+    for litter in ctx.layout.tokens_scratch():  # left by a killed attempt
         clear(litter)
     specs = parse_inputs([str(_documents(ctx))])
     counts = Counter(doc.language for doc in read_documents(specs))  # pass 1: sizes
     strides = heldout_strides(counts, cfg.heldout_every, cfg.heldout_docs)
     seen: Counter[str] = Counter()
     held: dict[str, list[str]] = defaultdict(list)
-    with tempfile.TemporaryDirectory(dir=ctx.run, prefix=".tokens-input-") as tmp:
+    with tempfile.TemporaryDirectory(dir=ctx.run, prefix=SCRATCH_PREFIX) as tmp:
         train_file = Path(tmp) / "train.jsonl"
         with open(train_file, "w", encoding="utf-8") as f:  # files: scratch, removed after
             for doc in read_documents(specs, stats):
@@ -157,16 +162,16 @@ def tokens_stage(ctx: Context) -> dict[str, Any]:
                 meta = {"language": lang, "source": doc.source}
                 f.write(json.dumps({"text": doc.text, "metadata": meta}, ensure_ascii=False))
                 f.write("\n")
-        with atomic_directory(ctx.run / "heldout") as out:
+        with atomic_directory(ctx.layout.heldout) as out:
             for lang, texts in sorted(held.items()):
-                with files.atomic_file(out / f"{safe_segment(lang)}.jsonl") as f:
+                with files.atomic_file(out / ctx.layout.heldout_file(safe_segment(lang)).name) as f:
                     for t in texts:
                         f.write(json.dumps({"text": t, "language": lang}, ensure_ascii=False))
                         f.write("\n")
         manifest = tokenize_corpus(
-            ctx.run / "tokenizer",
+            ctx.layout.tokenizer,
             [str(train_file)],
-            ctx.run / "tokens",
+            ctx.layout.tokens,
             workers=ctx.recipe.workers,
             shard_tokens=cfg.shard_tokens,
         )
@@ -181,16 +186,16 @@ def training_recipe(ctx: Context) -> Recipe:
     r = ctx.recipe
     return dataclasses.replace(
         r,
-        data=dataclasses.replace(r.data, tokens=str(ctx.run / "tokens")),
-        tokenizer=dataclasses.replace(r.tokenizer, path=str(ctx.run / "tokenizer")),
-        out=str(ctx.run / "train"),
+        data=dataclasses.replace(r.data, tokens=str(ctx.layout.tokens)),
+        tokenizer=dataclasses.replace(r.tokenizer, path=str(ctx.layout.tokenizer)),
+        out=str(ctx.layout.train),
     )
 
 
 def train_stage(ctx: Context) -> dict[str, Any] | Stopped:
     from bloomforge.training.train import train
 
-    out = ctx.run / "train"
+    out = ctx.layout.train
     if not ctx.resume:
         clear(out)
     result = train(training_recipe(ctx))
@@ -198,11 +203,6 @@ def train_stage(ctx: Context) -> dict[str, Any] | Stopped:
         return Stopped(result.stopped)
     keys = ("step", "tokens", "skipped", "skip_reasons", "emissions_kg")
     return {k: result.summary[k] for k in keys}
-
-
-def final_model(run: Path, recipe) -> Path:
-    """The model eval, export and the report describe: the finetuned one when there is one."""
-    return run / ("finetune" if recipe.finetune is not None else "train")
 
 
 def mtf_stage(ctx: Context) -> dict[str, Any]:
@@ -213,7 +213,7 @@ def mtf_stage(ctx: Context) -> dict[str, Any]:
         raise BloomforgeError("mtf: set mtf.templates and mtf.tasks (dataset name: path)")
     tasks = [Task(name, path) for name, path in cfg.tasks.items()]
     manifest = build(
-        tasks, cfg.templates, ctx.run / "xp3", max_per_dataset=cfg.max_per_dataset, seed=cfg.seed
+        tasks, cfg.templates, ctx.layout.xp3, max_per_dataset=cfg.max_per_dataset, seed=cfg.seed
     )
     total = manifest["totals"]["written"]
     ctx.echo(f"[mtf] {total:,} prompted records in {len(manifest['files'])} language(s)")
@@ -230,14 +230,14 @@ def finetune_recipe(ctx: Context) -> Recipe:
     return dataclasses.replace(
         r,
         model=ModelConfig(),  # the shape is the init's
-        data=dataclasses.replace(ft.data, mtf=str(ctx.run / "xp3")),
+        data=dataclasses.replace(ft.data, mtf=str(ctx.layout.xp3)),
         tokenizer=dataclasses.replace(
-            r.tokenizer, path=None if ft.init else str(ctx.run / "tokenizer")
+            r.tokenizer, path=None if ft.init else str(ctx.layout.tokenizer)
         ),
         train=ft.train,
         eval=ft.eval,
-        init=ft.init or str(ctx.run / "train"),
-        out=str(ctx.run / "finetune"),
+        init=ft.init or str(ctx.layout.train),
+        out=str(ctx.layout.finetune),
     )
 
 
@@ -253,7 +253,7 @@ def finetune_stage(ctx: Context) -> dict[str, Any] | Stopped:
     from bloomforge.training.train import train
 
     ft = ctx.recipe.finetune
-    out = ctx.run / "finetune"
+    out = ctx.layout.finetune
     if not ctx.resume:
         clear(out)
     recipe = finetune_recipe(ctx)
@@ -270,7 +270,7 @@ def finetune_stage(ctx: Context) -> dict[str, Any] | Stopped:
     if before is not None:
         after = _rank_eval(out, ft.eval, device)
         files.write_json(
-            out / "rank_eval.json", {"before": before, "after": after}, ensure_ascii=True
+            ctx.layout.rank_eval, {"before": before, "after": after}, ensure_ascii=True
         )
         for task in after:
             for lang, s in after[task]["summary"].items():
@@ -290,7 +290,7 @@ def _prompts(ctx: Context) -> dict[str, list[str]]:
     from bloomforge.documents.inputs import ReadStats, parse_inputs, read_documents
 
     prompts: dict[str, list[str]] = defaultdict(list)
-    held = ctx.run / "heldout"
+    held = ctx.layout.heldout
     if held.is_dir() and any(held.iterdir()):
         for doc in read_documents(parse_inputs([str(held)]), ReadStats()):
             words = doc.text.split()[: cfg.prompt_words]
@@ -307,9 +307,9 @@ def eval_stage(ctx: Context) -> dict[str, Any]:
 
     cfg = ctx.recipe.eval
     device = resolve_device(ctx.recipe.train.device, "train.device")
-    model = final_model(ctx.run, ctx.recipe)
+    model = ctx.layout.final_model(ctx.recipe.finetune is not None)
     scorer = load_scorer(model, device, cfg.batch_size)
-    heldout = ctx.run / "heldout"
+    heldout = ctx.layout.heldout
     inputs = [f"{k}={v}" for k, v in cfg.perplexity.items()]
     if not inputs and any(heldout.glob("*.jsonl")):
         inputs = [str(heldout)]
@@ -328,8 +328,8 @@ def eval_stage(ctx: Context) -> dict[str, Any]:
     results["generations"] = {}
     for (lang, prompt), text in zip(pairs, texts, strict=True):
         results["generations"].setdefault(lang, []).append({"prompt": prompt, "continuation": text})
-    with atomic_directory(ctx.run / "eval") as tmp:
-        files.write_json(tmp / "results.json", results)
+    with atomic_directory(ctx.layout.eval) as tmp:
+        files.write_json(tmp / ctx.layout.eval_results.name, results)
     ppl = results.get("perplexity", {})
     ctx.echo(
         "[eval] "
@@ -341,8 +341,8 @@ def eval_stage(ctx: Context) -> dict[str, Any]:
 def export_stage(ctx: Context) -> dict[str, Any]:
     from bloomforge.interop.hf import check_export, export_hf
 
-    model = final_model(ctx.run, ctx.recipe)
-    out = export_hf(model, ctx.run / "hf")
+    model = ctx.layout.final_model(ctx.recipe.finetune is not None)
+    out = export_hf(model, ctx.layout.hf)
     details: dict[str, Any] = {"folder": str(out)}
     if ctx.recipe.export.check:
         details["check"] = check_export(model, out)
@@ -372,34 +372,34 @@ def pipeline_stages(recipe: Recipe) -> list[Stage]:
             raise ConfigError(f"key '{key}': set by `bloomforge run` ({what}); remove it")
     stages = []
     if recipe.corpus is not None:
-        stages.append(Stage("corpus", (), ("corpus/manifest.json",), corpus_stage))
+        stages.append(Stage("corpus", (), (_rel(L.corpus_manifest),), corpus_stage))
     data_needs = ("corpus",) if recipe.corpus is not None else ()
     stages += [
-        Stage("data", data_needs, (DOCUMENTS,), data_stage),
-        Stage("tokenizer", ("data",), ("tokenizer/tokenizer.json",), tokenizer_stage),
+        Stage("data", data_needs, (_rel(L.documents),), data_stage),
+        Stage("tokenizer", ("data",), (_rel(L.tokenizer_json),), tokenizer_stage),
         Stage(
             "tokens",
             ("data", "tokenizer"),
-            ("tokens/manifest.json", "heldout"),
+            (_rel(L.tokens_manifest), _rel(L.heldout)),
             tokens_stage,
         ),
-        Stage("train", ("tokens",), ("train/checkpoints",), train_stage),
+        Stage("train", ("tokens",), (_rel(L.train_checkpoints),), train_stage),
     ]
     final: tuple[str, ...] = ("train",)
     if recipe.finetune is not None:
         ft_needs = ("mtf",) if recipe.finetune.init else ("mtf", "train")
         stages += [
-            Stage("mtf", (), ("xp3/manifest.json",), mtf_stage),
-            Stage("finetune", ft_needs, ("finetune/checkpoints",), finetune_stage),
+            Stage("mtf", (), (_rel(L.xp3_manifest),), mtf_stage),
+            Stage("finetune", ft_needs, (_rel(L.finetune_checkpoints),), finetune_stage),
         ]
         final = ("train", "finetune")
     stages += [
-        Stage("eval", (*final, "tokens"), ("eval/results.json",), eval_stage),
-        Stage("export", final, ("hf/config.json",), export_stage),
+        Stage("eval", (*final, "tokens"), (_rel(L.eval_results),), eval_stage),
+        Stage("export", final, (_rel(L.hf_config),), export_stage),
         Stage(
             "report",
             ("data", "tokenizer", "tokens", *final, "eval", "export"),
-            ("report.html", "MODEL_CARD.md", "DATA_CARD.md"),
+            tuple(_rel(p) for p in L.reports),
             report_stage,
         ),
     ]
