@@ -1,7 +1,8 @@
 """The `bloomforge` command line: one subcommand per pipeline stage.
 
-In: argv. Out: the stage's files and a short report on stdout; bad input ends with one line
-`bloomforge: <what, where>` on stderr and exit status 2 (tracebacks are for bugs only).
+In: argv. Out: the stage's files and a short report on stdout; progress logged in one format
+(`bloomforge.log`); bad input ends with one line `bloomforge: <what, where>` on stderr and exit
+status 2 (tracebacks are for bugs only).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from bloomforge import log
 from bloomforge.errors import BloomforgeError
 
 # Each stage package adds its own commands: `register(commands)` on the top-level subparsers.
@@ -30,6 +32,7 @@ _COMMAND_MODULES = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    log.configure()  # one console format for what every command logs (bloomforge.log)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # `key=value` overrides may also follow options (`train r.yaml --dry-run a.b=1`).
@@ -46,20 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except BloomforgeError as e:
-        print(f"bloomforge: {_rank_prefix()}{e}", file=sys.stderr)
+        print(f"bloomforge: {log.rank_prefix()}{e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bloomforge: interrupted", file=sys.stderr)
         return 130
-
-
-def _rank_prefix() -> str:
-    """'[rank N] ' under torchrun, so an error says which process raised it."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return f"[rank {os.environ.get('RANK', '?')}] "
-    return ""
 
 
 def build_parser() -> argparse.ArgumentParser:

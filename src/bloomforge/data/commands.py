@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bloomforge.documents.inputs import add_input_argument
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="prepare, report and tokenize multilingual text")
@@ -26,15 +28,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "source and language, an EOS after every document, and a manifest with counts.",
     )
     tok.add_argument("--tokenizer", required=True, help="tokenizer.json or a folder holding one")
-    tok.add_argument(
-        "--input",
-        required=True,
-        nargs="+",
-        action="extend",
-        metavar="[LANG=]PATH",
-        help="txt (one document per line), jsonl(.gz/.zst) or prepared output; file, glob or "
-        "folder; LANG= sets the language",
-    )
+    add_input_argument(tok, required=True)
     tok.add_argument(
         "--out",
         required=True,
@@ -103,14 +97,7 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     )
     given = prep.add_mutually_exclusive_group(required=True)
     given.add_argument("--config", help="data.yaml (sources, filters, dedup, pii, slurm, ray)")
-    given.add_argument(
-        "--input",
-        nargs="+",
-        action="extend",
-        metavar="NAME=PATH",
-        help="a source: NAME (a language code, or any name: language found per document) "
-        "and a file, glob or folder; repeatable",
-    )
+    add_input_argument(given, help="one source, named NAME, else after its first file")
     prep.add_argument("--out", required=True, help="prepared folder (created or resumed)")
     prep.add_argument("--workers", type=int, default=1, help="tasks run at once (default 1)")
     prep.add_argument(

@@ -1,14 +1,15 @@
 """Reading documents from the inputs users point bloomforge at: the one document reader.
 
-In: input specs as typed on the command line, `[LANG=]PATH`, where PATH is a file, a glob or a
-folder. Files are plain text (`.txt`, one document per line), jsonl (`.jsonl`, `.json`), parquet
-(`.parquet`, read with pyarrow, one document per row), web archives (`.warc`: one document per
-HTML response, its main text extracted; `.wet`: one per conversion record; `documents.warc`)
-or the prepared output of `data prepare` (datatrove jsonl: `{"text", "id", "metadata":
-{"language", "source", ...}}`); text, jsonl and web archives optionally `.gz` or `.zst`
-compressed. A folder means every such file below it. Out: `Document`s with provenance (source,
-language, file, line or 1-based parquet row or WARC record, the record's own id and url, and for
-web archives the crawl date).
+In: input specs as typed on the command line, `[NAME=]PATH` (one argument, `add_input_argument`,
+for `data prepare`, `data tokenize`, `tokenizer train` and `tokenizer fertility`), where PATH is
+a file, a glob or a folder. Files are plain text (`.txt`, one document per line), jsonl
+(`.jsonl`, `.json`), parquet (`.parquet`, read with pyarrow, one document per row), web
+archives (`.warc`: one document per HTML response, its main text extracted; `.wet`: one per
+conversion record; `documents.warc`) or the prepared output of `data prepare` (datatrove
+jsonl: `{"text", "id", "metadata": {"language", "source", ...}}`); text, jsonl and web archives
+optionally `.gz` or `.zst` compressed. A folder means every such file below it. Out:
+`Document`s with provenance (source, language, file, line or 1-based parquet row or WARC
+record, the record's own id and url, and for web archives the crawl date).
 Malformed records (invalid UTF-8, bad JSON, missing or non-string text, empty text, a corrupt or
 truncated file; in web archives also non-response records, non-text MIME types, charset errors,
 bad HTML and empty extractions: see `bloomforge.documents.warc`) are counted per reason in
@@ -18,17 +19,23 @@ one-line error. With `max_bytes`, a record larger than that (a line of a text or
 text of a parquet row) is skipped the same way as `too_large`, and never held in memory whole:
 one 50 MB line otherwise costs minutes and gigabytes in every step after the reader.
 
-Language, first match wins: the `LANG=` prefix, the record's `metadata.language` (or a top-level
-`language`/`lang` key), the file name when it is a language code (`fr.txt`, `zh.jsonl.gz`), else
-"und". Source: the record's `metadata.source`, else the file name without extensions.
+`NAME=PATH`: a NAME that is a language code (ISO 639-1, or `code` for programming languages) is
+the language of PATH's documents; any other NAME names their source. Language, first match
+wins: a language-code NAME, the record's `metadata.language` (or a top-level `language`/`lang`
+key), the file name when it looks like a language code (`fr.txt`, `zh.jsonl.gz`), else "und"
+(`data prepare` identifies it instead). Source: a NAME that is not a language code, else the
+record's `metadata.source`, else the file name without extensions. (`data prepare` makes each
+input one source named NAME, language code or not, else after its first file.)
 """
 
 from __future__ import annotations
 
+import argparse
 import glob
 import gzip
 import io
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -44,15 +51,84 @@ PARQUET_SUFFIXES = (".parquet",)
 WARC_SUFFIXES = (".warc", ".wet")  # .warc.wet.gz: a WET file
 FORMATS = ("text", "jsonl", "parquet", "warc", "wet")
 COMPRESSION_SUFFIXES = (".gz", ".zst")
-_LANG_CODE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z]{2,4})?$")
+_LANG_CODE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z]{2,4})?$")  # a file name read as a language
+
+# ISO 639-1, the two-letter codes (the `language` metadata of every prepared document is one of
+# these, or "unknown"): https://www.loc.gov/standards/iso639-2/php/code_list.php
+_ISO_639_1 = """
+    aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu
+    cv cy da de dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi
+    ho hr ht hu hy hz ia id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks
+    ku kv kw ky la lb lg li ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl
+    nn no nr nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl
+    sm sn so sq sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve
+    vi vo wa wo xh yi yo za zh zu
+"""
+ISO_639_1 = frozenset(_ISO_639_1.split())
+# Programming code (ROOTS' 13 programming languages were one category).
+CODE = "code"
+# The NAMEs of `NAME=PATH` that are the language of PATH's documents (others name a source).
+LANGUAGES = ISO_639_1 | {CODE}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a source name: a folder name, a key
+
+INPUT_METAVAR = "[NAME=]PATH"
+INPUT_HELP = (
+    "documents: a file, glob or folder (txt: one per line; jsonl, parquet, warc/wet; .gz/.zst; "
+    "a `data prepare` folder); repeatable. A NAME that is a language code (ISO 639-1, or "
+    "'code') is their language; any other NAME names their source, and their language is each "
+    "record's, then the file name's (fr.txt), then data prepare's language identification "
+    "('und' elsewhere)"
+)
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One input file and the language the user gave it (None: from the record or the name)."""
+    """One input file, the language the user gave it (None: from the record or the name) and
+    the source name (None: from the record or the file name)."""
 
     path: Path
     language: str | None = None
+    source: str | None = None
+
+
+def add_input_argument(
+    parser: argparse.ArgumentParser | argparse._ActionsContainer,
+    flag: str = "--input",
+    *,
+    required: bool = False,
+    help: str | None = None,
+) -> None:
+    """The one `[NAME=]PATH` option of the commands that read documents (`split_input` and
+    `parse_inputs` read it); `help` goes before the shared text."""
+    parser.add_argument(
+        flag,
+        nargs="+",
+        action="extend",
+        required=required,
+        metavar=INPUT_METAVAR,
+        help=f"{help}; {INPUT_HELP}" if help else INPUT_HELP,
+    )
+
+
+def split_input(spec: str) -> tuple[str | None, str]:
+    """`NAME=PATH` -> (NAME, PATH), `PATH` -> (None, PATH). NAME is what comes before the first
+    '=' when that is not a path (holds no '/'), so `runs/lr=0.1/docs.jsonl` is a PATH."""
+    name, sep, path = spec.partition("=")
+    if not sep or "/" in name or os.sep in name:
+        return None, spec
+    if not name or not path:
+        raise BloomforgeError(f"input '{spec}': expected NAME=PATH or PATH")
+    if not _NAME.match(name):
+        raise BloomforgeError(
+            f"input '{spec}': '{name}' is not a usable name (letters, digits, '_', '-', '.')"
+        )
+    return name, path
+
+
+def language_of_name(name: str | None) -> str | None:
+    """The language a `NAME=` gives its documents: NAME when it is a language code, else None
+    (NAME is then their source's name)."""
+    return name if name in LANGUAGES else None
 
 
 @dataclass(frozen=True)
@@ -122,13 +198,14 @@ def is_input_file(path: Path) -> bool:
 
 
 def parse_inputs(specs: Iterable[str]) -> list[InputSpec]:
-    """`["fr=fr.txt", "prepared/", "web/*.jsonl.gz"]` -> one InputSpec per file, sorted per spec."""
+    """`["fr=fr.txt", "prepared/", "web=crawl/*.jsonl.gz"]` -> one InputSpec per file, sorted
+    per spec (`split_input`, `language_of_name`)."""
     out: list[InputSpec] = []
     for spec in specs:
-        language, _, pattern = spec.rpartition("=") if "=" in spec else (None, "", spec)
-        if language is not None and not _LANG_CODE.match(language):
-            raise BloomforgeError(f"input '{spec}': '{language}' is not a language code")
-        out.extend(InputSpec(p, language or None) for p in _expand(pattern))
+        name, pattern = split_input(spec)
+        language = language_of_name(name)
+        source = None if language else name
+        out.extend(InputSpec(p, language, source) for p in _expand(pattern))
     if not out:
         raise BloomforgeError("no inputs given")
     return out
@@ -224,7 +301,7 @@ def iter_documents(
         records = _line_records(path, fmt, skip, max_bytes or None)
     for lineno, text, record in records:
         raw = text
-        language, source, doc_id, url = spec.language, name_source, None, None
+        language, source, doc_id, url = spec.language, spec.source or name_source, None, None
         date = record.get("date") if fmt in ("warc", "wet") and record is not None else None
         if record is not None:
             if not isinstance(record.get(text_key), str):
@@ -233,7 +310,7 @@ def iter_documents(
             meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
             language = language or meta.get("language") or record.get("language")
             language = language or record.get("lang")
-            source = meta.get("source") or record.get("source") or source
+            source = spec.source or meta.get("source") or record.get("source") or source
             doc_id = record.get(id_key)
             url = record.get(url_key) or meta.get(url_key)
             text = record[text_key]

@@ -15,6 +15,7 @@ of one dataset gives at most `cap` records however many templates it has.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import zlib
 from collections import defaultdict
@@ -28,6 +29,8 @@ from bloomforge.errors import BloomforgeError
 from bloomforge.files import atomic_directory
 from bloomforge.mtf.datasets import READERS, Example, read_dataset
 from bloomforge.mtf.templates import RenderSkip, Template, templates_for
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 _EXAMPLE_IDS = 3  # record ids kept per skip reason, to find the records again
@@ -122,10 +125,12 @@ def build(
                     )
                     entry["written"] += 1
                 per_lang[t.id] = entry
-        print(
-            f"mtf build: {task.name}: {len(by_lang)} language(s), {len(templates)} template(s), "
-            f"{sum(e['written'] for lang in counts[task.name].values() for e in lang.values())} "
-            "records"
+        log.info(
+            "mtf build: %s: %d language(s), %d template(s), %d records",
+            task.name,
+            len(by_lang),
+            len(templates),
+            sum(e["written"] for lang in counts[task.name].values() for e in lang.values()),
         )
 
     manifest = {

@@ -11,6 +11,8 @@ import argparse
 import sys
 import time
 
+from bloomforge.documents.inputs import add_input_argument
+
 # BLOOM §3.2: α = 0.3 over languages; duplicated here as a literal so importing stays cheap.
 _ALPHA = 0.3
 _MAX_BYTES = 1_000_000_000
@@ -24,15 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     sub = tok.add_subparsers(title="tokenizer commands", metavar="ACTION")
 
     train = sub.add_parser("train", help="train a BLOOM-style byte-level BPE tokenizer")
-    train.add_argument(
-        "--input",
-        action="extend",
-        nargs="+",
-        required=True,
-        metavar="[LANG=]PATH",
-        help="text, jsonl(.gz/.zst) or a `data prepare` folder; LANG= sets the language "
-        "(else the record's metadata, else the file name)",
-    )
+    add_input_argument(train, required=True)
     train.add_argument("--vocab-size", type=int, default=32000, help="default 32000")
     train.add_argument(
         "--alpha", type=float, default=_ALPHA, help="language sampling p ∝ n^alpha (BLOOM: 0.3)"
@@ -52,12 +46,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     fert = sub.add_parser("fertility", help="tokens per word per language vs references")
     fert.add_argument("--tokenizer", required=True, help="tokenizer.json or a folder with one")
-    fert.add_argument(
-        "--text",
-        action="append",
-        required=True,
-        metavar="[LANG=]PATH",
-        help="evaluation text (repeatable); X.words beside X.txt gives the words",
+    add_input_argument(
+        fert, "--text", required=True, help="evaluation text; X.words beside X.txt gives the words"
     )
     fert.add_argument(
         "--reference",

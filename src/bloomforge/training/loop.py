@@ -567,8 +567,8 @@ class Trainer:
         tracker = _carbon_tracker(self.run, cfg.carbon_country) if self.rank == 0 else None
         n_params = count_params(self.recipe.model).total
         if self.resumed_from is not None:
-            log.print(f"resumed from {self.resumed_from} (step {self.step}, {self.tokens} tokens)")
-        log.print(
+            log.info(f"resumed from {self.resumed_from} (step {self.step}, {self.tokens} tokens)")
+        log.info(
             f"training {n_params:,} parameters on {self.device}, {self.total_steps} steps, "
             f"{cfg.max_tokens:,} tokens; run folder {self.run}"
         )
@@ -598,7 +598,7 @@ class Trainer:
                     eta = (self.total_steps - self.step) * (
                         (time.monotonic() - started) / max(1, self.step - (resume_step or 0))
                     )
-                    log.print(progress_line(self.step, self.total_steps, metrics, eta))
+                    log.info(progress_line(self.step, self.total_steps, metrics, eta))
                 last = metrics
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     self._log_validation(log)
@@ -608,7 +608,7 @@ class Trainer:
                 if stop or (cfg.save_every and self.step % cfg.save_every == 0):
                     self.save()
                 if stop:
-                    log.print(f"stopping at step {self.step}: {stop}; resume with --resume")
+                    log.info(f"stopping at step {self.step}: {stop}; resume with --resume")
                     break
             else:
                 final = self.checkpoints.newest()
@@ -620,7 +620,7 @@ class Trainer:
                     and final in (self._last_saved, self.resumed_from)
                 )
                 if finished_before and complete:
-                    log.print(f"{self.run}: already trained to {self.tokens:,} tokens")
+                    log.info(f"{self.run}: already trained to {self.tokens:,} tokens")
                 else:
                     self._log_validation(log)
                     if cfg.eval_tasks_every and self.step % cfg.eval_tasks_every:
@@ -633,7 +633,7 @@ class Trainer:
             emissions = tracker.stop() if tracker is not None else None
             if emissions is not None:
                 energy = tracker.final_emissions_data.energy_consumed
-                log.print(
+                log.info(
                     f"measured by codecarbon: {energy:.3g} kWh, {emissions:.3g} kg CO2eq "
                     f"({cfg.carbon_country}); {self.run / 'emissions.csv'}"
                 )
@@ -668,7 +668,7 @@ class Trainer:
 
         results = zero_shot(self.model, self.tokenizer, self.device, self.recipe)
         log.log("zero_shot", self.step, results)
-        log.print("zero-shot " + " | ".join(f"{k} {v:.4f}" for k, v in results.items()))
+        log.info("zero-shot " + " | ".join(f"{k} {v:.4f}" for k, v in results.items()))
 
     def _log_validation(self, log: MetricsLog) -> None:
         results = self.validate()
@@ -676,7 +676,7 @@ class Trainer:
             return
         flat = {f"{g}/{k}": v for g, r in results.items() for k, v in r.items() if k != "tokens"}
         log.log("valid", self.step, flat)
-        log.print(
+        log.info(
             "valid "
             + " | ".join(f"{g} loss {r['loss']:.4f} ppl {r['ppl']:.1f}" for g, r in results.items())
         )

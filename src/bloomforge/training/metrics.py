@@ -3,19 +3,23 @@
 In: one dict of scalars per logged step (loss, lr, grad norm, batch size, tokens/s, TFLOPs,
 MFU, memory, skipped steps) and per validation. Out: RUN/metrics.jsonl (one JSON object per
 line, the machine-readable record; rewritten at resume so it never holds steps the resumed run
-repeats), RUN/tb/ (TensorBoard, under `train/` and `valid/`), and a line on the console.
+repeats), RUN/tb/ (TensorBoard, under `train/` and `valid/`), and a line on the console
+(`MetricsLog.info`: the `bloomforge` logger at INFO, `bloomforge.log`'s one format).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 
 from bloomforge import files
+from bloomforge import log as console
+
+log = logging.getLogger(__name__)
 
 
 def device_peak_tflops(device: torch.device) -> float | None:
@@ -42,14 +46,14 @@ class MetricsLog:
         tensorboard: bool = True,
         enabled: bool = True,
     ):
-        """`enabled=False` (ranks other than 0 under torchrun): write and print nothing."""
+        """`enabled=False` (ranks other than 0 under torchrun): write and log nothing."""
         self.enabled = enabled
         self.path = run / "metrics.jsonl"
         self._file = None
         self._tb = None
-        self.console = Console(highlight=False)
         if not enabled:
             return
+        console.configure()  # the progress lines are a run's output, with or without the CLI
         if resume_step is not None:
             self._truncate(resume_step)
         elif self.path.exists():
@@ -87,9 +91,10 @@ class MetricsLog:
                 if isinstance(value, int | float) and value == value:
                     self._tb.add_scalar(f"{kind}/{key}", value, step)
 
-    def print(self, text: str) -> None:
+    def info(self, text: str) -> None:
+        """A line on the console (the logger at INFO), from rank 0 only."""
         if self.enabled:
-            self.console.print(text)
+            log.info(text, stacklevel=2)
 
     def close(self) -> None:
         if self._file is not None:
@@ -119,7 +124,7 @@ def progress_line(step: int, total: int | None, m: dict[str, Any], eta: float | 
     if m.get("memory_gb") is not None:
         parts.append(f"mem {m['memory_gb']:.1f}G")
     if m.get("skipped"):
-        parts.append(f"[yellow]skipped {m['skipped']}[/yellow]")
+        parts.append(f"skipped {m['skipped']}")
     if eta is not None:
         parts.append(f"ETA {format_duration(eta)}")
     return " | ".join(parts)
