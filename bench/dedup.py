@@ -50,8 +50,8 @@ from datatrove.pipeline.dedup.minhash import (
 
 from bloomforge.data.dedup import DedupConfig
 from bloomforge.data.dedup.find import minhash_pairs
+from bloomforge.data.dedup.jobs import BloomMinhashSignature, SplitWords, minhash_config
 from bloomforge.data.dedup.near import first_of_components, simhash_representatives
-from bloomforge.data.dedup.stages import BloomMinhashSignature, SplitWords, minhash_config
 from bloomforge.data.dedup.text import hash64, text_key, text_simhash
 from bloomforge.data.prepare.logs import FileLoggedExecutor, datatrove_quiet
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from datatrove.executor import LocalPipelineExecutor
 
-from bloomforge.data.dedup import DedupConfig, dedup_stages, dedup_summary
+from bloomforge.data.dedup import DedupConfig, dedup_jobs, dedup_summary
 from bloomforge.data.dedup.near import simhash_representatives
 from bloomforge.data.dedup.substrings import (
     brute_force_masks,
@@ -57,7 +57,7 @@ def _doc(doc_id: str, text: str, lang: str = "en", url: str | None = None) -> di
 
 def _run(inp: Path, out: Path, config: DedupConfig, tasks: int, workers: int = 1) -> Path:
     root = out.parent
-    for stage in dedup_stages(str(inp), str(out), str(root / "work"), config, tasks):
+    for stage in dedup_jobs(str(inp), str(out), str(root / "work"), config, tasks):
         logs = root / "logs" / stage.name
         LocalPipelineExecutor(
             stage.pipeline, tasks=stage.tasks, workers=workers, logging_dir=str(logs)
@@ -277,7 +277,7 @@ def test_minhash_stages_find_the_planted_near_duplicates(planted, tmp_path):
 def test_every_method_off_copies_input(planted, tmp_path):
     inp, _, _ = planted
     config = DedupConfig(**OFF)
-    stages = dedup_stages(str(inp), str(tmp_path / "out"), str(tmp_path / "work"), config, 2)
+    stages = dedup_jobs(str(inp), str(tmp_path / "out"), str(tmp_path / "work"), config, 2)
     assert [s.name for s in stages] == ["dedup_filter"]
     _run(inp, tmp_path / "out", config, tasks=2)
     for path in sorted(inp.glob("*.jsonl.gz")):

@@ -27,7 +27,7 @@ from bloomforge.data.prepare import (
     load_prepare_config,
     prepare,
 )
-from bloomforge.data.prepare import pipeline as pipeline_mod
+from bloomforge.data.prepare import jobs as jobs_mod
 from bloomforge.data.prepare.config import PrepareConfig, SourceConfig
 from bloomforge.documents.inputs import parse_inputs, read_documents
 from bloomforge.errors import BloomforgeError
@@ -164,7 +164,7 @@ def test_crashed_run_resumes_without_redoing_finished_tasks(prepared, tmp_path, 
     root, specs, _ = prepared
     config = config_from_inputs(specs, filters=False, dedup=False)
     out = tmp_path / "out"
-    real_run = pipeline_mod.Tally.run
+    real_run = jobs_mod.Tally.run
 
     def crash_on_web(self, data, rank=0, world_size=1):
         for doc in real_run(self, data, rank, world_size):
@@ -172,14 +172,14 @@ def test_crashed_run_resumes_without_redoing_finished_tasks(prepared, tmp_path, 
                 raise RuntimeError("injected crash")
             yield doc
 
-    monkeypatch.setattr(pipeline_mod.Tally, "run", crash_on_web)
+    monkeypatch.setattr(jobs_mod.Tally, "run", crash_on_web)
     with pytest.raises(RuntimeError, match="injected crash"):
         prepare(config, out, workers=1)
     assert not (out / "stats.json").exists()
     done = sorted((out / "logs").glob("*/*/completions/*"))
     assert len(done) == 4 + 3  # filter: fr (2 files), en, web; final: fr (2 tasks), en
     stamps = {p: p.stat().st_mtime_ns for p in done}
-    monkeypatch.setattr(pipeline_mod.Tally, "run", real_run)
+    monkeypatch.setattr(jobs_mod.Tally, "run", real_run)
     stats = prepare(config, out, workers=1)
     assert {p: p.stat().st_mtime_ns for p in done} == stamps  # not run again
     assert (out / "logs" / "final" / "web" / "completions" / "00000").exists()
@@ -215,9 +215,9 @@ def test_filters_are_wired_and_removals_counted(prepared, tmp_path, monkeypatch)
 
     fake.EachFilterAlone = EachFilterAlone
     monkeypatch.setitem(sys.modules, "bloomforge.data.filters", fake)
-    import bloomforge.data.prepare.pipeline as pipeline_module
+    import bloomforge.data.prepare.jobs as jobs_module
 
-    monkeypatch.setattr(pipeline_module, "filters", fake)
+    monkeypatch.setattr(jobs_module, "filters", fake)
     config = config_from_inputs(specs, filters=True, dedup=False)
     config.filters = {"min_chars": 10}
     stats = prepare(config, tmp_path / "out", workers=1)

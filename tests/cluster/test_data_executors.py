@@ -24,7 +24,7 @@ import pytest
 from corpus import write_config, write_corpus
 
 from bloomforge.cli import main
-from bloomforge.data.prepare import pipeline as pipeline_mod
+from bloomforge.data.prepare import jobs as jobs_mod
 from bloomforge.data.prepare import prepare
 from bloomforge.data.prepare.config import load_prepare_config
 from bloomforge.errors import BloomforgeError
@@ -90,7 +90,7 @@ def test_ray_executor_gives_the_local_run(corpus, ray_cluster):
     assert_same_run(out, local)
     assert json.loads((out / "stats.json").read_text())["settings"]["executor"] == "ray"
     # every task ran on the cluster the fixture started, one actor per task
-    stages = pipeline_mod.build_stages(load_prepare_config(config), out)
+    stages = jobs_mod.build_jobs(load_prepare_config(config), out)
     assert ray_actors(ray_cluster.temp_dir) - before == sum(s.tasks for s in stages)
 
 
@@ -112,7 +112,7 @@ def test_ray_failed_task_stops_the_run_with_its_stage(corpus, ray_cluster, monke
     import ray.cloudpickle
 
     root, config, _, _ = corpus
-    build = pipeline_mod.build_stages
+    build = jobs_mod.build_jobs
 
     def with_crash(cfg, out):
         stages = build(cfg, out)
@@ -121,7 +121,7 @@ def test_ray_failed_task_stops_the_run_with_its_stage(corpus, ray_cluster, monke
         return stages
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    monkeypatch.setattr(pipeline_mod, "build_stages", with_crash)
+    monkeypatch.setattr(jobs_mod, "build_jobs", with_crash)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     out = root / "ray-crash"
     error = r"stage filter/fr: 1 of 2 tasks failed \(ranks \[1\]\); see .*filter/fr/logs/"

@@ -111,7 +111,7 @@ class _Measures:
         if source not in self._filters:
             from bloomforge.data.filters import FILTER_NAMES, disabled_filters
             from bloomforge.data.filters.quality import FILTER_CLASSES
-            from bloomforge.data.prepare.pipeline import filter_config
+            from bloomforge.data.prepare.jobs import filter_config
 
             src = self.sources.get(source)
             built: dict[str, Any] = {}
@@ -335,7 +335,7 @@ def _lines_at(folder: Path, wanted: set[int]) -> dict[int, dict]:
 
 def _collect_dedup(prepared: Path, m: _Measures, stats: dict, view: View, sample: int) -> None:
     from bloomforge.data.dedup.find import CODE, REASONS
-    from bloomforge.data.prepare.pipeline import CORPUS, dedup_config
+    from bloomforge.data.prepare.jobs import CORPUS, dedup_config
 
     for name in stats.get("dedup_summary", {}):
         work = prepared / "work" / "dedup" / name

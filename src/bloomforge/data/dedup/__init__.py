@@ -5,6 +5,6 @@ ledger counts per step, and a summary for the data card. See docs/data-dedup.md.
 """
 
 from .config import DedupConfig
-from .stages import DedupStage, dedup_stages, dedup_summary
+from .jobs import DedupJob, dedup_jobs, dedup_summary
 
-__all__ = ["DedupConfig", "DedupStage", "dedup_stages", "dedup_summary"]
+__all__ = ["DedupConfig", "DedupJob", "dedup_jobs", "dedup_summary"]

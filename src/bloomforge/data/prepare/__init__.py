@@ -1,7 +1,7 @@
 """`data prepare`: raw multilingual sources -> filtered, deduplicated, PII-redacted documents.
 
 In: a `PrepareConfig` (`load_prepare_config("data.yaml")` or `config_from_inputs([...])`). Out: the
-prepared folder (see `bloomforge.data.prepare.pipeline`) and its `stats.json`.
+prepared folder (see `bloomforge.data.prepare.jobs`) and its `stats.json`.
 """
 
 from bloomforge.data.prepare.config import (
@@ -11,15 +11,15 @@ from bloomforge.data.prepare.config import (
     load_prepare_config,
 )
 
-_PIPELINE = ("build_executors", "build_stages", "prepare")
+_JOBS = ("build_executors", "build_jobs", "prepare")
 
 
 def __getattr__(name: str):
-    """The datatrove pipeline is imported on first use: the recipe imports only the config."""
-    if name in _PIPELINE:
-        from bloomforge.data.prepare import pipeline
+    """The datatrove jobs are imported on first use: the recipe imports only the config."""
+    if name in _JOBS:
+        from bloomforge.data.prepare import jobs
 
-        return getattr(pipeline, name)
+        return getattr(jobs, name)
     raise AttributeError(name)
 
 
@@ -27,7 +27,7 @@ __all__ = [
     "PrepareConfig",
     "SourceConfig",
     "build_executors",
-    "build_stages",
+    "build_jobs",
     "config_from_inputs",
     "load_prepare_config",
     "prepare",

@@ -79,7 +79,7 @@ def filters_off(config: Any) -> list[dict[str, str]]:
 
 def _filters_disabled(config: Any, src: Any) -> list[dict[str, str]]:
     from bloomforge.data.filters import disabled_filters
-    from bloomforge.data.prepare.pipeline import filter_config
+    from bloomforge.data.prepare.jobs import filter_config
 
     off = disabled_filters(filter_config(config, src))
     return [{"filter": str(name), "why": str(why)} for name, why in off.items()]

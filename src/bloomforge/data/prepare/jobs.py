@@ -1,4 +1,5 @@
-"""`data prepare`: the datatrove stages per source, run with the local, Slurm or Ray executor.
+"""`data prepare`: the datatrove jobs per source (a `Job`: one executor's pipeline of steps),
+run with the local, Slurm or Ray executor.
 
 In: a `PrepareConfig` and the output folder OUT. Out, per source (sources stay separate, as in
 ROOTS): stage `filter/SOURCE` (one task per input file: reader -> language id -> PII redaction
@@ -51,7 +52,7 @@ OUTPUT_STEP = "output"
 
 
 @dataclass
-class Stage:
+class Job:
     name: str  # "filter/web", "dedup/web/minhash_1", "final/web": also its logging folder
     group: str  # filter | dedup | final
     source: str
@@ -113,10 +114,10 @@ def _exclusion_writer(step: Any, out: Path, source: str) -> None:
 CORPUS = "_corpus"  # the dedup stages' name when all sources are deduplicated together
 
 
-def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
+def build_jobs(config: PrepareConfig, out: Path) -> list[Job]:
     """Every stage of the run, in the order they must run."""
     out = Path(out).resolve()
-    filter_stages, dedup_stages, final_stages = [], [], []
+    filter_jobs, dedup_jobs, final_jobs = [], [], []
     for src in config.sources:
         files = [str(p.resolve()) for p in source_files(src)]
         reader = SourceReader(
@@ -154,15 +155,15 @@ def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
         steps += quality
         filtered = out / "work" / "filtered" / src.name
         steps.append(JsonlWriter(str(filtered)))
-        stage = Stage(f"filter/{src.name}", "filter", src.name, steps, len(files), files)
-        filter_stages.append(stage)
+        stage = Job(f"filter/{src.name}", "filter", src.name, steps, len(files), files)
+        filter_jobs.append(stage)
 
         final_input = filtered
         if src.dedup_on and config.dedup_scope == "corpus":
             final_input = out / "work" / "deduped" / src.name  # written by the corpus stages
         elif src.dedup_on:
             final_input = out / "work" / "deduped" / src.name
-            for s in dedup.dedup_stages(
+            for s in dedup.dedup_jobs(
                 str(filtered),
                 str(final_input),
                 str(out / "work" / "dedup" / src.name),
@@ -170,7 +171,7 @@ def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
                 len(files),
             ):
                 name = f"dedup/{src.name}/{s.name}"
-                dedup_stages.append(Stage(name, "dedup", src.name, list(s.pipeline), s.tasks))
+                dedup_jobs.append(Job(name, "dedup", src.name, list(s.pipeline), s.tasks))
         final: list = [FolderReader(str(final_input))]
         final.append(Tally())
         final.append(
@@ -179,25 +180,25 @@ def build_stages(config: PrepareConfig, out: Path) -> list[Stage]:
                 output_filename="${language}/${rank}.jsonl.gz",
             )
         )
-        final_stages.append(Stage(f"final/{src.name}", "final", src.name, final, len(files)))
+        final_jobs.append(Job(f"final/{src.name}", "final", src.name, final, len(files)))
     if config.dedup_scope == "corpus":
         # One set of dedup stages over every source's filtered files (sorted by source name,
         # then file: the first copy in that order is kept); outputs mirror work/filtered/SOURCE.
-        for s in dedup.dedup_stages(
+        for s in dedup.dedup_jobs(
             str(out / "work" / "filtered"),
             str(out / "work" / "deduped"),
             str(out / "work" / "dedup" / CORPUS),
             dedup_config(config, config.sources[0]),
-            sum(st.tasks for st in filter_stages),
+            sum(st.tasks for st in filter_jobs),
         ):
-            dedup_stages.append(
-                Stage(f"dedup/{CORPUS}/{s.name}", "dedup", CORPUS, s.pipeline, s.tasks)
+            dedup_jobs.append(
+                Job(f"dedup/{CORPUS}/{s.name}", "dedup", CORPUS, s.pipeline, s.tasks)
             )
-    return filter_stages + dedup_stages + final_stages
+    return filter_jobs + dedup_jobs + final_jobs
 
 
 def _make_executor(
-    kind: str, stage: Stage, out: Path, workers: int, config: PrepareConfig, depends: Any
+    kind: str, stage: Job, out: Path, workers: int, config: PrepareConfig, depends: Any
 ) -> Any:
     logging_dir = str(out / "logs" / stage.name)
     if kind == "local":
@@ -262,7 +263,7 @@ def _job_venv(venv_path: str | None, env_command: str | None, condaenv: str | No
 
 def build_executors(
     config: PrepareConfig, out: Path, workers: int = 1, executor: str = "local"
-) -> tuple[list[Stage], list[Any]]:
+) -> tuple[list[Job], list[Any]]:
     """The stages and one datatrove executor per stage (Slurm/Ray: chained with `depends`).
 
     On Slurm a last one-task stage `stats` writes OUT/stats.json after the others.
@@ -276,12 +277,12 @@ def build_executors(
     if workers < 1:
         raise BloomforgeError(f"--workers {workers}: must be at least 1")
     out = Path(out).resolve()
-    stages = build_stages(config, out)
+    stages = build_jobs(config, out)
     if executor == "slurm":
         settings = {"executor": executor, "workers": workers}
         metas = [s.meta() for s in stages]
         writer = StatsWriter(str(out), to_dict(config), metas, settings)
-        stages.append(Stage("stats", "stats", "", [writer], 1))
+        stages.append(Job("stats", "stats", "", [writer], 1))
     executors: list[Any] = []
     for stage in stages:
         # Slurm: each job array waits for the previous one (afterok). Ray: stages run one after
@@ -355,7 +356,7 @@ def _ray_address() -> str:
     return address
 
 
-def _run_on_ray(stages: list[Stage], executors: list[Any]) -> None:
+def _run_on_ray(stages: list[Job], executors: list[Any]) -> None:
     """Each stage on the Ray cluster in turn; a stage with failed tasks stops the run.
 
     Connects to the cluster at RAY_ADDRESS, else starts a local Ray for this run (and shuts it

@@ -1,7 +1,7 @@
 """The dedup stages of `data prepare`, in order, for any datatrove executor, and their summary.
 
 In: the filter stage's output folder (jsonl.gz written by datatrove's JsonlWriter), a work folder
-and a `DedupConfig`. Out: `dedup_stages(...)` -> `DedupStage(name, pipeline, tasks)` list; run in
+and a `DedupConfig`. Out: `dedup_jobs(...)` -> `DedupJob(name, pipeline, tasks)` list; run in
 order they write the kept documents (metadata intact) as jsonl.gz to the output folder, one file
 per input file, whatever the number of tasks. `dedup_summary(work_dir)` gives what the report
 shows: duplicates and clusters per method and language, template lines, bytes cut.
@@ -52,7 +52,7 @@ from .substrings import later_repeat_masks, mask_spans
 from .text import shingle_hashes, strip_template_lines
 
 
-class DedupStage(NamedTuple):
+class DedupJob(NamedTuple):
     name: str
     pipeline: list[PipelineStep]
     tasks: int
@@ -138,13 +138,13 @@ class SubstringIndex(DedupStep):
         return [(pos, mask_spans(m)) for (pos, _), m in zip(docs, masks, strict=True) if m.any()]
 
 
-def dedup_stages(
+def dedup_jobs(
     input_dir: str, output_dir: str, work_dir: str, config: DedupConfig, tasks: int
-) -> list[DedupStage]:
+) -> list[DedupJob]:
     """The stages to run in order (each with any datatrove executor) to deduplicate input_dir."""
     cfg, work = config, Path(work_dir)
     tasks = max(1, int(tasks))
-    stages: list[DedupStage] = []
+    stages: list[DedupJob] = []
     mh_sigs, mh_buckets = (str(work / "minhash" / d) for d in ("sigs", "buckets"))
     if cfg.any_signature or cfg.minhash:
         sig_pipeline: list[PipelineStep] = [
@@ -155,17 +155,17 @@ def dedup_stages(
             sig_pipeline.append(
                 BloomMinhashSignature(mh_sigs, minhash_config(cfg), language=SplitWords())
             )
-        stages.append(DedupStage("dedup_signatures", sig_pipeline, tasks))
+        stages.append(DedupJob("dedup_signatures", sig_pipeline, tasks))
         find: list[PipelineStep] = []
         if cfg.minhash:
             buckets = MinhashDedupBuckets(mh_sigs, mh_buckets, config=minhash_config(cfg))
-            stages.append(DedupStage("dedup_minhash_buckets", [buckets], cfg.minhash_buckets))
+            stages.append(DedupJob("dedup_minhash_buckets", [buckets], cfg.minhash_buckets))
         minhash_dir = str(work / "minhash") if cfg.minhash else None
         find.append(ResolveDuplicates(str(work), cfg, minhash_dir))
-        stages.append(DedupStage("dedup_find", find, 1))
+        stages.append(DedupJob("dedup_find", find, 1))
     if cfg.substrings:
         index = [PositionReader(input_dir), SubstringIndex(str(work), cfg)]
-        stages.append(DedupStage("dedup_substrings_index", index, 1))
+        stages.append(DedupJob("dedup_substrings_index", index, 1))
     steps: list[PipelineStep] = [PositionReader(input_dir)]
     exact = tuple(
         r for r, on in (("exact_text", cfg.exact_text), ("exact_url", cfg.exact_url)) if on
@@ -181,7 +181,7 @@ def dedup_stages(
     if cfg.substrings:
         steps.append(SubstringRemoval(str(work), cfg))
     steps.append(OutputWriter(output_dir))
-    stages.append(DedupStage("dedup_filter", steps, tasks))
+    stages.append(DedupJob("dedup_filter", steps, tasks))
     return stages
 
 
