@@ -143,33 +143,24 @@ def _run_fertility(args: argparse.Namespace) -> int:
 def _fertility(args: argparse.Namespace) -> int:
     from bloomforge.documents.inputs import ReadStats, parse_inputs
     from bloomforge.errors import BloomforgeError
-    from bloomforge.tokenizer.fertility import (
-        OURS,
-        fertility_table,
-        format_fertility,
-        load_eval_texts,
-        monolingual_baselines,
-    )
-    from bloomforge.tokenizer.io import find_tokenizer_file, load_tokenizer
+    from bloomforge.tokenizer.fertility import load_eval_texts
+    from bloomforge.tokenizer.report import Baselines, fertility_report
 
-    ours = load_tokenizer(args.tokenizer)
-    references: dict = {}
-    info: dict = {"tokenizer": str(find_tokenizer_file(args.tokenizer)), "references": {}}
+    references: dict[str, str] = {}
     for spec in args.reference:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise BloomforgeError(f"--reference '{spec}': expected NAME=PATH")
-        if name in references or name in (OURS, "monolingual"):
+        if name in references:
             raise BloomforgeError(f"--reference '{spec}': name '{name}' is already used")
-        references[name] = load_tokenizer(path)
-        info["references"][name] = {"path": str(find_tokenizer_file(path))}
+        references[name] = path
     if not references and not args.monolingual_baselines:
         print("no --reference or --monolingual-baselines: reporting our tokenizer only")
     stats = ReadStats()
     texts = load_eval_texts(parse_inputs(args.text), stats)
     if stats.skipped:
         print(f"--text: {stats.summary()}", file=sys.stderr)
-    notes = []
+    baselines = None
     if args.monolingual_baselines:
         train_specs: dict = {}
         for spec in args.train_text:
@@ -177,45 +168,15 @@ def _fertility(args: argparse.Namespace) -> int:
             if not sep:
                 raise BloomforgeError(f"--train-text '{spec}': expected LANG=PATH")
             train_specs.setdefault(lang, []).extend(parse_inputs([spec]))
-        unused = sorted(set(train_specs) - set(texts))
-        if unused:
-            notes.append(f"--train-text for {', '.join(unused)}: no --text in that language")
-        baselines, base_info = monolingual_baselines(
-            texts,
-            train_specs,
-            args.baseline_vocab_size,
-            int(args.max_bytes_per_language),
-            args.seed,
+        baselines = Baselines(
+            args.baseline_vocab_size, train_specs, int(args.max_bytes_per_language), args.seed
         )
-        references["monolingual"] = baselines
-        info["references"]["monolingual"] = base_info
-        short = {
-            k: v for k, v in base_info["vocab_size_reached"].items() if v < args.baseline_vocab_size
-        }
-        if short:
-            notes.append(
-                "monolingual baselines below --baseline-vocab-size (too little text): "
-                + ", ".join(f"{k} {v}" for k, v in sorted(short.items()))
-            )
-        if base_info["trained_on_eval_text"]:
-            notes.append(
-                "monolingual baselines of "
-                + ", ".join(base_info["trained_on_eval_text"])
-                + " were trained on the evaluation text itself (no --train-text given); "
-                "BLOOM trained them on separate monolingual corpora"
-            )
-    table = fertility_table(ours, references, texts)
-    table.update(info)
-    table["notes"] = notes
-    markdown = format_fertility(table, list(references))
-    if notes:
-        markdown += "\n\n" + "\n".join(f"Note: {n}" for n in notes)
-    print(markdown)
+    report = fertility_report(args.tokenizer, texts, references, baselines)
+    print(report.markdown)
     if args.out:
         from bloomforge import files
 
         with files.atomic_directory(args.out) as tmp:
-            files.write_text(tmp / "fertility.md", markdown + "\n")
-            files.write_json(tmp / "fertility.json", table, indent=2)
+            report.write(tmp)
         print(f"wrote {args.out}/fertility.md and fertility.json")
     return 0
