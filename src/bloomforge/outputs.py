@@ -4,7 +4,7 @@ In: the output path a user typed, the inputs of the command, the user's `--overw
 `check_output` returns the path or raises a one-line `BloomforgeError`; `output_lock` holds
 `.<name>.lock` beside the folder while a command writes it.
 
-The rules (issue 21: nothing a user types loses their work):
+The rules (nothing a user types loses their work):
 - an output that is an existing file, an input, or inside an input is refused;
 - a training run folder (`checkpoints/`, or `config.yaml` + `metrics.jsonl`) is written only by
   the command that continues it (`allow_run_folder`), and never replaced, even with --overwrite;

@@ -24,7 +24,7 @@ Where this differs, and why:
   of `creativecommons.org/licenses/by-nc-sa/2` is not a secret. BigScience left this check as
   a TODO (`is_website`) and redacted URL paths.
 - Time linear in the text. BigScience's KEY and EMAIL regexes backtrack: 6,400 digits in a row
-  took 3.7 s, 30,000 took 80 s (issue 21). `bloomforge.data.pii_patterns` finds the same spans
+  took 3.7 s, 30,000 took 80 s. `bloomforge.data.pii_patterns` finds the same spans
   without that.
 """
 
