@@ -187,14 +187,16 @@ def extrapolation_losses(
     model: Any, recipe: Recipe, factors: list[int], samples: int, batch_size: int, device: Any
 ) -> dict[int, dict[str, Any]]:
     """Held-out loss per group at k x data.seq_len for each k, from a MixtureLoader built at that
-    length. `None` (n/a) where learned positions end before the length or text runs out. At k,
+    length, computed as training's validation computes it (`training.objective.heldout_loss`).
+    `None` (n/a) where learned positions end before the length or text runs out. At k,
     samples // k windows are read, so every length covers about the same held-out tokens."""
     import torch
 
     from bloomforge.data.loader import MixtureLoader
-    from bloomforge.model.loss import fused_linear_cross_entropy
+    from bloomforge.training.objective import heldout_loss, objective_of
 
     cfg, seq = recipe.model, recipe.data.seq_len
+    objective = objective_of(recipe)  # as the run's own validation asks the model
     out: dict[int, dict[str, Any]] = {}
     model.eval()
     for k in factors:
@@ -219,14 +221,9 @@ def extrapolation_losses(
             continue
         bf16 = recipe.train.precision == "bf16" and torch.device(device).type == "cuda"
         for group in loader.groups:
-            total, count = 0.0, 0
+            batches = loader.validation_batches(group, batch_size, max(1, samples // k))
             with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=bf16):
-                for batch in loader.validation_batches(group, batch_size, max(1, samples // k)):
-                    inputs, targets = batch[:, :-1].to(device), batch[:, 1:].to(device)
-                    hidden = model(inputs, return_hidden=True)
-                    loss = fused_linear_cross_entropy(hidden, model.output_weight, targets)
-                    total += float(loss) * targets.numel()
-                    count += targets.numel()
+                total, count = heldout_loss(model, objective, batches, device)
             entry["groups"][group] = total / count if count else None
         values = list(entry["groups"].values())
         if values and all(v is not None for v in values):

@@ -48,7 +48,7 @@ from bloomforge.training.metrics import (
     peak_memory_gb,
     progress_line,
 )
-from bloomforge.training.objective import IGNORE, LMBatch, MTFObjective, Objective
+from bloomforge.training.objective import LMBatch, heldout_loss, objective_of
 from bloomforge.training.optim import build_optimizer
 from bloomforge.training.schedule import BatchRampup, learning_rate, parse_skip_ranges
 from bloomforge.training.zero_shot import check_supported as check_zero_shot
@@ -143,18 +143,7 @@ class Trainer:
         _check_supported(recipe, self.device)
         check_zero_shot(recipe)
         self.mtf = recipe.data.mtf is not None
-        if self.mtf:
-            self.objective = MTFObjective(
-                non_causal=recipe.model.attention == "prefix_lm",
-                norm_target_loss=cfg.norm_target_loss,
-            )
-        else:
-            self.objective = Objective(
-                prefix_lm=recipe.model.attention == "prefix_lm",
-                seed=recipe.seed,
-                loss_on_targets_only=cfg.loss_on_targets_only,
-                reweight_by_position=cfg.reweight_loss_based_on_position_frequency,
-            )
+        self.objective = objective_of(recipe)
         if self.seq_len > recipe.model.max_seq_len and recipe.model.position in ("learned",):
             raise BloomforgeError(
                 f"data.seq_len {self.seq_len} > model.max_seq_len {recipe.model.max_seq_len}"
@@ -458,43 +447,39 @@ class Trainer:
             part.eval()
         out = {}
         for group in self.loader.groups:
-            total, count = torch.zeros((), dtype=torch.float64), 0
-            # A pipeline needs at least as many micro-batches as it has stages.
-            n_micro = self.pipeline.n_stages if self.pipeline is not None else 1
-            seen = 0
-            for batch in self.loader.validation_batches(
-                group, self.cfg.micro_batch_size * n_micro, self.cfg.eval_samples
-            ):
-                ids = range(seen, seen + batch.shape[0])
-                seen += batch.shape[0]
-                if self.pipeline is not None:
-                    if batch.shape[0] % n_micro:
-                        continue  # a short last batch cannot be cut into the stages' count
-                    self.pipeline.loss_scale = 1.0 / n_micro
-                    loss = self.pipeline.step(
-                        batch[:, :-1].to(self.device),
-                        batch[:, 1:].to(self.device),
-                        n_micro,
-                        train=False,
-                    )
-                    if self.mesh["pp"].size() > 1:
-                        import torch.distributed as dist
-
-                        dist.all_reduce(loss, group=self.mesh["pp"].get_group())
-                    n = batch[:, 1:].numel()
-                else:
-                    lm = self.objective.batch(batch, ids, stream=1)
-                    loss, n = self._loss(lm)
-                    if self.mtf:  # rows hold different numbers of targets: weigh by them
-                        n = int((lm.targets != IGNORE).sum())
-                total += loss.double().cpu() * n
-                count += n
+            if self.pipeline is not None:
+                total, count = self._pipeline_heldout(group)
+            else:
+                batches = self.loader.validation_batches(
+                    group, self.cfg.micro_batch_size, self.cfg.eval_samples
+                )
+                total, count = heldout_loss(self.model, self.objective, batches, self.device)
             if count:
                 mean = float(total / count)
                 out[group] = {"loss": mean, "ppl": math.exp(min(mean, 50.0)), "tokens": count}
         for part in self.parts:
             part.train()
         return out
+
+    def _pipeline_heldout(self, group: str) -> tuple[float, int]:
+        """`heldout_loss` through the pipeline schedule: its stages run the model in parts."""
+        total, count = torch.zeros((), dtype=torch.float64), 0
+        n_micro = self.pipeline.n_stages  # at least as many micro-batches as stages
+        for batch in self.loader.validation_batches(
+            group, self.cfg.micro_batch_size * n_micro, self.cfg.eval_samples
+        ):
+            if batch.shape[0] % n_micro:
+                continue  # a short last batch cannot be cut into the stages' count
+            self.pipeline.loss_scale = 1.0 / n_micro
+            inputs, targets = batch[:, :-1].to(self.device), batch[:, 1:].to(self.device)
+            loss = self.pipeline.step(inputs, targets, n_micro, train=False)
+            if self.mesh["pp"].size() > 1:
+                import torch.distributed as dist
+
+                dist.all_reduce(loss, group=self.mesh["pp"].get_group())
+            total += loss.double().cpu() * targets.numel()
+            count += targets.numel()
+        return float(total), count
 
     # -- checkpoints --------------------------------------------------------------------------
     def _non_finite_weight(self) -> str | None:

@@ -24,7 +24,7 @@ and the sample's global index, so every layout and every resume draws the same p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,6 +121,11 @@ class Objective:
             weights = w[None, :].expand(B, T).contiguous()
         return LMBatch(inputs, targets, prefix, weights)
 
+    def count(self, batch: LMBatch) -> int:
+        """What a batch's mean loss weighs when batches are averaged: every position
+        (Megatron's mean of micro-batch losses)."""
+        return batch.targets.numel()
+
 
 @dataclass(frozen=True)
 class MTFObjective:
@@ -166,6 +171,10 @@ class MTFObjective:
             position_ids=segment_positions(doc),
         )
 
+    def count(self, batch: LMBatch) -> int:
+        """Rows hold different numbers of targets: a batch weighs its counted targets."""
+        return int((batch.targets != IGNORE).sum())
+
 
 def segment_positions(doc_ids: Tensor) -> Tensor:
     """(B, T) positions counted from 0 at the start of every run of equal doc ids."""
@@ -175,3 +184,38 @@ def segment_positions(doc_ids: Tensor) -> Tensor:
     starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
     first = torch.where(starts, cols, torch.zeros_like(cols)).cummax(dim=1).values
     return cols - first
+
+
+def objective_of(recipe) -> Objective | MTFObjective:
+    """The recipe's objective: packed multitask rows with `data.mtf`, else token windows (causal,
+    or prefix-LM with `model.attention=prefix_lm`)."""
+    cfg = recipe.train
+    if recipe.data.mtf:
+        return MTFObjective(
+            non_causal=recipe.model.attention == "prefix_lm", norm_target_loss=cfg.norm_target_loss
+        )
+    return Objective(
+        prefix_lm=recipe.model.attention == "prefix_lm",
+        seed=recipe.seed,
+        loss_on_targets_only=cfg.loss_on_targets_only,
+        reweight_by_position=cfg.reweight_loss_based_on_position_frequency,
+    )
+
+
+def heldout_loss(
+    model: torch.nn.Module, objective: Objective | MTFObjective, batches: Iterable, device
+) -> tuple[float, int]:
+    """(sum of loss x weight, sum of weights) of the model over held-out batches, each built by
+    the objective from the validation stream (prefix draws of their own) and scored by the
+    model's own forward (the loss fused with the output projection, as in training); the
+    held-out loss is the first over the second. `Trainer.validate` and `ablate` call it."""
+    total, count, seen = torch.zeros((), dtype=torch.float64), 0, 0
+    for samples in batches:
+        rows = samples.shape[0]
+        lm = objective.batch(samples, range(seen, seen + rows), stream=1).to(device)
+        seen += rows
+        loss = model(lm.inputs, **lm.forward_kwargs())
+        n = objective.count(lm)
+        total += loss.detach().double().cpu() * n
+        count += n
+    return float(total), count
