@@ -291,3 +291,70 @@ def test_a_stopped_train_stage_is_reported_and_resumed(first_run, tmp_path, caps
     assert main([*argv, f"train.kill_switch={switch}"]) == 0
     out = capsys.readouterr().out
     assert "[train] resuming" in out and _ran_from(out) == ["train", "eval", "export", "report"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "loader: {seq_len: 64}\n",
+            "key 'loader' was renamed: the training loader's section is 'data'",
+        ),
+        (
+            "data: {sources: [{name: a, paths: [x.txt]}]}\n",
+            "key 'data.sources' was renamed: data prepare's section is 'prepare'",
+        ),
+        ("eval: {prompts_per_language: 1}\n", "it is 'eval.generate.prompts_per_language'"),
+        ("mtf: {}\nfinetune: {loader: {seq_len: 64}}\n", "key 'finetune.loader' was renamed"),
+        ("finetune: {}\n", "keys 'mtf' and 'finetune': give both sections"),
+    ],
+)
+def test_keys_of_the_former_run_schema_are_one_line_errors(tmp_path, capsys, text, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bloomforge:") and "\n" not in err and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("key", ["data.tokens", "data.mtf", "tokenizer.path"])
+def test_run_refuses_a_key_it_sets_itself(tmp_path, capsys, key):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE)
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run"), f"{key}=x"]) == 2
+    assert f"key '{key}': set by `bloomforge run`" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_run_recipe_is_the_train_recipe(first_run, tmp_path):
+    """One recipe: `bloomforge train` on the run's own recipe file (its stage sections ignored)
+    with the paths the run fills in trains the very weights the run's train stage trained."""
+    import torch
+    from safetensors.torch import load_file
+
+    recipe, run, _ = first_run
+    out = tmp_path / "train"
+    argv = [f"data.tokens={run / 'tokens'}", f"tokenizer.path={run / 'tokenizer'}", f"out={out}"]
+    assert main(["train", str(recipe), *argv]) == 0
+    ours = sorted((out / "checkpoints").iterdir())[-1] / "model.safetensors"
+    theirs = sorted((run / "train" / "checkpoints").iterdir())[-1] / "model.safetensors"
+    assert ours.parent.name == theirs.parent.name
+    a, b = load_file(ours), load_file(theirs)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_command_equals_the_run_eval_stage_on_checkpoint_and_hf_folder(first_run, tmp_path):
+    """`bloomforge eval` and the run's eval stage are one function: the same bits per byte on
+    the held-out text, from the run's model and from its HF export."""
+    _, run, _ = first_run
+    stage = json.loads((run / "eval" / "results.json").read_text())["perplexity"]
+    for model in ("train", "hf"):
+        out = tmp_path / f"{model}.json"
+        argv = ["eval", str(run / model), "--perplexity", str(run / "heldout"), "--out", str(out)]
+        assert main([*argv, "--batch-size", "8"]) == 0
+        got = json.loads(out.read_text())["perplexity"]
+        assert sorted(got) == sorted(stage)
+        for lang in LANGS:
+            want = stage[lang]["bits_per_byte"]
+            assert got[lang]["bits_per_byte"] == pytest.approx(want, rel=1e-5), (model, lang)
