@@ -12,10 +12,12 @@ import sys
 import time
 
 from bloomforge.documents.inputs import add_input_argument
+from bloomforge.tokenizer.config import TokenizerConfig
 
-# BLOOM §3.2: α = 0.3 over languages; duplicated here as a literal so importing stays cheap.
-_ALPHA = 0.3
-_MAX_BYTES = 1_000_000_000
+# The defaults are the recipe's tokenizer section's (what `bloomforge run` trains with).
+_DEFAULT = TokenizerConfig()
+_ALPHA = _DEFAULT.alpha
+_MAX_BYTES = _DEFAULT.max_bytes_per_language
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -27,7 +29,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     train = sub.add_parser("train", help="train a BLOOM-style byte-level BPE tokenizer")
     add_input_argument(train, required=True)
-    train.add_argument("--vocab-size", type=int, default=32000, help="default 32000")
+    train.add_argument(
+        "--vocab-size",
+        type=int,
+        default=_DEFAULT.vocab_size,
+        help=f"default {_DEFAULT.vocab_size}",
+    )
     train.add_argument(
         "--alpha", type=float, default=_ALPHA, help="language sampling p ∝ n^alpha (BLOOM: 0.3)"
     )
@@ -37,8 +44,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=_MAX_BYTES,
         help="cap on the bytes any language contributes after sampling (default 1e9)",
     )
-    train.add_argument("--min-frequency", type=int, default=2, help="BPE min pair count")
-    train.add_argument("--seed", type=int, default=0, help="seed of the document sampling")
+    train.add_argument(
+        "--min-frequency", type=int, default=_DEFAULT.min_frequency, help="BPE min pair count"
+    )
+    train.add_argument(
+        "--seed", type=int, default=_DEFAULT.seed, help="seed of the document sampling"
+    )
     train.add_argument("--text-key", default="text", help="jsonl field with the text")
     train.add_argument("--out", required=True, help="output folder (tokenizer.json), new or empty")
     _add_overwrite(train)
@@ -85,8 +96,8 @@ def _add_overwrite(p: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from bloomforge.documents.inputs import parse_inputs
-    from bloomforge.outputs import claim_output, spec_paths
+    from bloomforge.documents.inputs import parse_inputs, spec_paths
+    from bloomforge.outputs import claim_output
     from bloomforge.tokenizer.train import check_vocab_size
 
     check_vocab_size(args.vocab_size)  # before reading gigabytes
@@ -126,7 +137,8 @@ def _train_into(args: argparse.Namespace, specs: list) -> int:
 
 
 def _run_fertility(args: argparse.Namespace) -> int:
-    from bloomforge.outputs import claim_output, spec_paths
+    from bloomforge.documents.inputs import spec_paths
+    from bloomforge.outputs import claim_output
 
     if not args.out:
         return _fertility(args)
