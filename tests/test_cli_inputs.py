@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,69 @@ def test_other_name_names_the_source_and_records_give_the_language(docs, tmp_pat
     got = _three_commands(f"xx={docs}", docs, tmp_path)
     assert got["tokenizer train"] == {"*": {"fr", "en"}}
     assert got["data tokenize"] == got["data prepare"] == {"xx": {"fr", "en"}}
+
+
+def test_a_path_with_an_equals_sign_is_a_path_everywhere(docs, tmp_path):
+    """`runs/lr=0.1/mixed.jsonl` has no NAME: its first '=' is inside a folder name. data
+    prepare once split it there (source `.../runs/lr`, path `0.1/mixed.jsonl`)."""
+    folder = tmp_path / "runs" / "lr=0.1"
+    folder.mkdir(parents=True)
+    path = shutil.copy(docs, folder / "mixed.jsonl")
+    got = _three_commands(str(path), docs, tmp_path / "plain")
+    assert got["tokenizer train"] == {"*": {"fr", "en"}}
+    assert got["data tokenize"] == got["data prepare"] == {"mixed": {"fr", "en"}}
+    got = _three_commands(f"fr={path}", docs, tmp_path / "named")
+    assert got["tokenizer train"] == {"*": {"fr"}}
+    assert got["data tokenize"] == {"mixed": {"fr"}} and got["data prepare"] == {"fr": {"fr"}}
+
+
+def test_an_output_inside_an_input_with_an_equals_sign_is_refused(docs, tmp_path, capsys):
+    """The input a command must not write into is PATH as `split_input` reads it (the outputs
+    check once split at the last '=', so `fr=runs/lr=0.1` protected `0.1`)."""
+    folder = tmp_path / "runs" / "lr=0.1"
+    folder.mkdir(parents=True)
+    shutil.copy(docs, folder / "mixed.jsonl")
+    spec = f"fr={folder}"
+    for argv in (
+        ["data", "tokenize", "--tokenizer", str(tmp_path / "tok"), "--input", spec],
+        ["data", "prepare", "--input", spec],
+        ["tokenizer", "train", "--input", spec, "--vocab-size", "300"],
+    ):
+        out = folder / argv[1]
+        assert main([*argv, "--out", str(out)]) == 2, argv
+        err = capsys.readouterr().err
+        assert err == f"bloomforge: {out}: is inside the input {folder}; write to another folder\n"
+        assert sorted(p.name for p in folder.iterdir()) == ["mixed.jsonl"]
+
+
+def test_prepare_on_slurm_names_the_job_environment_once(docs, tmp_path, capsys, monkeypatch):
+    """Which venv the Slurm jobs activate (chosen by bloomforge when the config names none) is
+    said once per submission, not once per job array. A fake `sbatch` takes the jobs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text("#!/bin/sh\necho Submitted batch job 42\n")
+    sbatch.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin")
+    config = tmp_path / "data.yaml"
+    config.write_text(
+        f"sources:\n  - {{name: web, paths: ['{docs}'], filters: false, dedup: false}}\n"
+        "slurm: {partition: cpu}\n"
+    )
+    argv = ["data", "prepare", "--config", str(config), "--executor", "slurm"]
+    assert main([*argv, "--out", str(tmp_path / "prepared")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    said = [line for line in out if line.startswith("Slurm jobs will activate ")]
+    if sys.prefix == sys.base_prefix:  # not in a venv: the jobs use the submitting shell's PATH
+        assert said == []
+    else:
+        assert said == [
+            f"Slurm jobs will activate {Path(sys.prefix) / 'bin' / 'activate'} "
+            "(set slurm.venv_path to change)"
+        ]
+    assert out[-1].startswith("submitted ") and out[-1].endswith(
+        f" Slurm stages; stats.json is written to {tmp_path / 'prepared'} by the last one"
+    )
 
 
 def test_fertility_text_reads_the_name_the_same_way(docs, tmp_path):

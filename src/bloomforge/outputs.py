@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import glob
 import json
 import os
 import socket
@@ -43,15 +42,6 @@ def is_run_folder(path: str | Path) -> bool:
     return (path / "checkpoints").is_dir() or (
         (path / "config.yaml").is_file() and (path / "metrics.jsonl").is_file()
     )
-
-
-def spec_paths(specs: Iterable[str]) -> list[str]:
-    """The paths of `[LANG=]PATH` input specs (globs expanded), for `check_output(inputs=)`."""
-    paths: list[str] = []
-    for spec in specs:
-        pattern = spec.rpartition("=")[2]  # as `data.inputs.parse_inputs` splits it
-        paths.extend(glob.glob(pattern, recursive=True) if glob.has_magic(pattern) else [pattern])
-    return paths
 
 
 def check_output(

@@ -56,7 +56,8 @@ def _run_tokenize(args: argparse.Namespace) -> int:
     import sys
 
     from bloomforge.data.tokenize import tokenize_corpus
-    from bloomforge.outputs import claim_output, spec_paths
+    from bloomforge.documents.inputs import spec_paths
+    from bloomforge.outputs import claim_output
 
     inputs = [args.tokenizer, *spec_paths(args.input)]
     with claim_output(args.out, inputs=inputs, overwrite=args.overwrite):
@@ -151,7 +152,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
         )
         if args.max_doc_bytes is not None:
             config.max_doc_bytes = args.max_doc_bytes
-    from bloomforge.outputs import claim_output, spec_paths
+    from bloomforge.documents.inputs import spec_paths
+    from bloomforge.outputs import claim_output
 
     # A new or empty folder, or an earlier prepare run's own (a rerun skips finished tasks);
     # never an input, a folder of other things or a training run. One writer at a time.

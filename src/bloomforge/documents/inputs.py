@@ -113,9 +113,9 @@ def add_input_argument(
 def split_input(spec: str) -> tuple[str | None, str]:
     """`NAME=PATH` -> (NAME, PATH), `PATH` -> (None, PATH). NAME is what comes before the first
     '=' when that is not a path (holds no '/'), so `runs/lr=0.1/docs.jsonl` is a PATH."""
-    name, sep, path = spec.partition("=")
-    if not sep or "/" in name or os.sep in name:
-        return None, spec
+    name, path = _split(spec)
+    if name is None:
+        return None, path
     if not name or not path:
         raise BloomforgeError(f"input '{spec}': expected NAME=PATH or PATH")
     if not _NAME.match(name):
@@ -123,6 +123,26 @@ def split_input(spec: str) -> tuple[str | None, str]:
             f"input '{spec}': '{name}' is not a usable name (letters, digits, '_', '-', '.')"
         )
     return name, path
+
+
+def _split(spec: str) -> tuple[str | None, str]:
+    """`split_input` before it checks NAME."""
+    name, sep, path = spec.partition("=")
+    if not sep or "/" in name or os.sep in name:
+        return None, spec
+    return name, path
+
+
+def spec_paths(specs: Iterable[str]) -> list[str]:
+    """The PATHs of `[NAME=]PATH` specs (also `--reference NAME=PATH`, `--train-text LANG=PATH`),
+    split where `split_input` splits them, globs expanded, for `outputs.claim_output(inputs=)`:
+    an output may not be, or be inside, what a command reads. Never an error: a bad NAME is the
+    reader's to report."""
+    paths: list[str] = []
+    for spec in specs:
+        pattern = _split(spec)[1]
+        paths.extend(glob.glob(pattern, recursive=True) if glob.has_magic(pattern) else [pattern])
+    return paths
 
 
 def language_of_name(name: str | None) -> str | None:

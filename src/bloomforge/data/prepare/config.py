@@ -20,26 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bloomforge.documents.inputs import InputSpec, is_input_file, parse_inputs
+from bloomforge.documents.inputs import (
+    CODE,
+    LANGUAGES,
+    InputSpec,
+    is_input_file,
+    language_of_name,
+    parse_inputs,
+    split_input,
+)
 from bloomforge.errors import BloomforgeError
 from bloomforge.typed_config import from_dict, load_yaml, save_yaml, to_dict
 
-# ISO 639-1, the two-letter codes (the `language` metadata of every document is one of these,
-# or "unknown"): https://www.loc.gov/standards/iso639-2/php/code_list.php
-_ISO_639_1 = """
-    aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu
-    cv cy da de dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi
-    ho hr ht hu hy hz ia id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks
-    ku kv kw ky la lb lg li ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl
-    nn no nr nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl
-    sm sn so sq sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve
-    vi vo wa wo xh yi yo za zh zu
-"""
-ISO_639_1 = frozenset(_ISO_639_1.split())
-# Programming code (ROOTS' 13 programming languages were one category): no language
-# identification, no natural-language quality filters; dedup and PII still apply.
-CODE = "code"
-LANGUAGES = ISO_639_1 | {CODE}
+# The language codes a source may have (ISO 639-1, and CODE: programming code, which gets no
+# language identification and no natural-language quality filters; dedup and PII still apply)
+# are those of `--input NAME=PATH` everywhere: `documents.inputs`.
 AUTO = "auto"
 # Source names become folder names and ledger keys (no "|"); "stats" would collide with
 # datatrove's per-task `stats/` folders that `read_ledger` collects.
@@ -215,25 +210,22 @@ def config_from_inputs(
 ) -> PrepareConfig:
     """`["fr=crawl_fr/*.jsonl.gz", "code=src/*.jsonl"]` -> one source per NAME=PATH.
 
-    The name is the source name; its language is the name when that is an ISO 639-1 code, else
+    `--input` as every command reads it (`documents.inputs.split_input`): the name is the source
+    name; its language is the name when that is a language code (ISO 639-1 or `code`), else
     "auto". Without NAME= the name is the first file's name up to its first dot. Repeating a
     name adds paths to that source.
     """
     by_name: dict[str, list[str]] = {}
     for spec in inputs:
-        name, sep, pattern = spec.partition("=")
-        if not sep:
-            first = _expand(spec)[0].path
-            name, pattern = first.name.split(".")[0], spec
-        if not name:
-            raise BloomforgeError(f"input '{spec}': expected NAME=PATH")
-        _expand(pattern)  # a missing file is an error now, not inside a worker
+        name, pattern = split_input(spec)
+        first = _expand(pattern)[0].path  # a missing file is an error now, not inside a worker
+        name = name or first.name.split(".")[0]
         by_name.setdefault(name, []).append(pattern)
     sources = [
         {
             "name": name,
             "paths": paths,
-            "language": name if name in LANGUAGES else AUTO,
+            "language": language_of_name(name) or AUTO,
             "filters": filters,
             "dedup": dedup,
             "pii": pii,
