@@ -169,6 +169,16 @@ def test_sample_and_default_out(viewer, capsys):
     assert [r["data-id"] for r in fr_words] == ["fr/0/1"]  # the first line of fr.txt
 
 
+def test_the_command_prints_where_it_wrote_once(viewer, tmp_path, capsys):
+    """Its one line of output: the library logs nothing of its own (it once logged the same
+    `wrote PATH` the command prints)."""
+    out, _, _ = viewer
+    page = tmp_path / "once.html"
+    assert main(["data", "inspect", str(out), "--out", str(page), "--sample", "1"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"wrote {page}\n" and captured.err == ""
+
+
 def test_errors_are_one_line(viewer, tmp_path, capsys):
     out, _, _ = viewer
     other = tmp_path / "notes.html"

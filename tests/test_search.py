@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import time
 
 import pytest
@@ -41,6 +42,20 @@ def test_planted_phrases_found_with_provenance(prepared, capsys):
     assert f"en [en] {inputs['en']}:6" in printed and "[quokka]" in printed
     assert main(["data", "search", str(out), "platypus"]) == 0
     assert "<https://example.net/page/1>" in capsys.readouterr().out
+
+
+def test_building_the_index_prints_only_the_hits(prepared, tmp_path, capsys):
+    """The first search of a folder builds its index; its output is still only the hit (two
+    lines: where, then the snippet), not the index's counts (a debug log record)."""
+    out, inputs = prepared
+    copy = shutil.copytree(out, tmp_path / "prepared", ignore=shutil.ignore_patterns("search"))
+    assert not index_path(copy).exists()
+    assert main(["data", "search", str(copy), "quokka lantern"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"en [en] {inputs['en']}:6"), lines
+    assert "[quokka]" in lines[1] and captured.err == ""
+    assert index_path(copy).is_file()
 
 
 def test_lang_restricts(prepared, capsys):

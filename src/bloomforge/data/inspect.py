@@ -22,7 +22,6 @@ import gzip
 import heapq
 import html
 import json
-import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +31,6 @@ from bloomforge import files
 from bloomforge.data.report import load_stats
 from bloomforge.errors import BloomforgeError
 from bloomforge.tables import fmt, html_table
-
-log = logging.getLogger(__name__)
 
 TITLE = "bloomforge data inspect"
 SHOW_CHARS = 600
@@ -533,5 +530,4 @@ def write_viewer(
     stats, view = collect(prepared, sample, scan)
     page = render(stats, view, str(prepared))
     files.write_text(target, page)
-    log.info("wrote %s", target)
-    return target
+    return target  # the command says where (data/commands.py); a library caller has the path

@@ -210,7 +210,8 @@ def update_index(prepared: str | Path) -> IndexUpdate:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-            log.info(
+            # chatter: a search's output is its hits (the counts are the returned IndexUpdate)
+            log.debug(
                 "search index %s: %d files added, %d changed, %d removed",
                 path,
                 report.added,

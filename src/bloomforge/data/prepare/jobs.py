@@ -191,9 +191,7 @@ def build_jobs(config: PrepareConfig, out: Path) -> list[Job]:
             dedup_config(config, config.sources[0]),
             sum(st.tasks for st in filter_jobs),
         ):
-            dedup_jobs.append(
-                Job(f"dedup/{CORPUS}/{s.name}", "dedup", CORPUS, s.pipeline, s.tasks)
-            )
+            dedup_jobs.append(Job(f"dedup/{CORPUS}/{s.name}", "dedup", CORPUS, s.pipeline, s.tasks))
     return filter_jobs + dedup_jobs + final_jobs
 
 
@@ -256,7 +254,6 @@ def _job_venv(venv_path: str | None, env_command: str | None, condaenv: str | No
         return venv_path
     activate = Path(sys.prefix) / "bin" / "activate"
     if sys.prefix != sys.base_prefix and activate.is_file():
-        log.info("Slurm jobs will activate %s (set slurm.venv_path to change)", activate)
         return str(activate)
     return None
 
@@ -290,6 +287,10 @@ def build_executors(
         # wait forever for a dependency whose task failed.
         depends = executors[-1] if executors and executor == "slurm" else None
         executors.append(_make_executor(executor, stage, out, workers, config, depends))
+    s = config.slurm
+    venv = _job_venv(s.venv_path, s.env_command, s.condaenv) if executor == "slurm" else None
+    if venv and not s.venv_path:  # chosen here, not by the user: say so once, not per job array
+        log.info("Slurm jobs will activate %s (set slurm.venv_path to change)", venv)
     return stages, executors
 
 
