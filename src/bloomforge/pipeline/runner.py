@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bloomforge import files
+from bloomforge.documents.inputs import spec_paths
 from bloomforge.errors import BloomforgeError
 from bloomforge.outputs import find_run_folder
 from bloomforge.pipeline.config import STAGE_SECTIONS, STAGES, stage_name
@@ -122,7 +123,7 @@ def recipe_inputs(recipe: Recipe) -> list[str]:
     named: list[str] = _strings(to_dict(recipe.prepare))
     if recipe.corpus is not None:
         named += [recipe.corpus.locale_dir, recipe.corpus.code_dir or sysconfig.get_path("stdlib")]
-    named += [s.rpartition("=")[2] for s in recipe.tokenizer.fertility]
+    named += spec_paths(recipe.tokenizer.fertility)
     named += [*recipe.eval.perplexity.values(), *([recipe.eval.data] if recipe.eval.data else [])]
     return [s for s in named if s and os.path.exists(s)]
 
