@@ -318,7 +318,7 @@ def test_keys_of_the_former_run_schema_are_one_line_errors(tmp_path, capsys, tex
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("key", ["data.tokens", "data.mtf", "tokenizer.path"])
+@pytest.mark.parametrize("key", ["data.tokens", "data.mtf", "tokenizer.path", "out", "init"])
 def test_run_refuses_a_key_it_sets_itself(tmp_path, capsys, key):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(RECIPE)
@@ -358,3 +358,30 @@ def test_eval_command_equals_the_run_eval_stage_on_checkpoint_and_hf_folder(firs
         for lang in LANGS:
             want = stage[lang]["bits_per_byte"]
             assert got[lang]["bits_per_byte"] == pytest.approx(want, rel=1e-5), (model, lang)
+
+
+def test_eval_prompts_in_a_run_equal_the_eval_command(first_run, tmp_path, capsys):
+    """eval.prompts in a run recipe scores the tasks under every promptsource prompt, as
+    `bloomforge eval --prompts` does, and the report and model card show the medians."""
+    recipe, run, _ = first_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    prompts = SHARED / "mtf" / "promptsource" / "super_glue" / "copa"
+    keys = [
+        "eval.tasks=[copa]",
+        f"eval.data={SHARED / 'eval'}",
+        "eval.limit=8",
+        f"eval.prompts=[{prompts}]",
+    ]
+    assert main(["run", str(recipe), "--out", str(copy), "--from", "tokenizer", *keys]) == 0
+    assert _ran(capsys) == ["eval", "report"]
+    got = json.loads((copy / "eval" / "results.json").read_text())["prompted"]["copa"]
+    out = tmp_path / "eval.json"
+    argv = ["eval", str(copy / "train"), "--tasks", "copa", "--data", str(SHARED / "eval")]
+    assert main([*argv, "--limit", "8", "--prompts", str(prompts), "--out", str(out)]) == 0
+    want = json.loads(out.read_text())["prompted"]["copa"]
+    assert got["summary"] == want["summary"]
+    assert all(m["n_prompts"] > 1 for m in got["summary"].values())
+    assert "copa: accuracy over prompts" in (copy / "report.html").read_text()
+    lang = next(iter(got["summary"]))
+    assert f"copa {lang}: median accuracy over" in (copy / "MODEL_CARD.md").read_text()

@@ -334,6 +334,12 @@ def model_card(facts: RunFacts) -> str:
             f"{k} {v:.4f}" for k, v in res["all"].items() if k != "n" and "stderr" not in k
         )
         out.append(f"- {task}: {metrics} (n={int(res['all']['n'])})")
+    for task, entry in (ev.get("prompted") or {}).items():
+        for lang, m in entry["summary"].items():
+            out.append(
+                f"- {task} {lang}: median accuracy over {m['n_prompts']} prompts "
+                f"{m['median']:.4f} (min {m['min']:.4f}, max {m['max']:.4f})"
+            )
     e = facts.energy
     out += ["", "## Environmental Impact", ""]
     if e is None:

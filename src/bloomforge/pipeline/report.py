@@ -318,6 +318,15 @@ def _eval_html(facts: RunFacts) -> list[str]:
         ]
         metric_names = [k for k in res["all"] if k != "n" and "stderr" not in k]
         h += [f"<h3>{_esc(task)}</h3>", table(["subset", "n", *metric_names], rows)]
+    for task, entry in (ev.get("prompted") or {}).items():
+        rows = [
+            [lang, m["n_prompts"], *(f"{m[k]:.4f}" for k in ("median", "min", "max"))]
+            for lang, m in entry["summary"].items()
+        ]
+        h += [
+            f"<h3>{_esc(task)}: accuracy over prompts</h3>",
+            table(["subset", "prompts", "median", "min", "max"], rows),
+        ]
     gens = ev.get("generations") or {}
     if gens:
         h.append("<h3>Generations per language</h3>")

@@ -367,6 +367,8 @@ def pipeline_stages(recipe: Recipe) -> list[Stage]:
         ("data.tokens", recipe.data.tokens, "OUT/tokens"),
         ("data.mtf", recipe.data.mtf, "OUT/xp3"),
         ("tokenizer.path", recipe.tokenizer.path, "OUT/tokenizer"),
+        ("out", recipe.out, "--out"),
+        ("init", recipe.init, "it trains from scratch; finetune.init starts the finetune stage"),
     ):
         if value is not None:
             raise ConfigError(f"key '{key}': set by `bloomforge run` ({what}); remove it")
