@@ -60,15 +60,8 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}{_TMP}{secrets.token_hex(4)}")
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (a rename), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -117,9 +110,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         _fault(tmp)
-        _fsync_file(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        _fsync(path.parent)
         _written(path)
     except BaseException:
         _remove(tmp)
@@ -164,7 +157,7 @@ def atomic_file(
             path.unlink(missing_ok=True)
         else:
             os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        _fsync(path.parent)
         _written(path)
     except BaseException:
         _remove(tmp)
@@ -260,7 +253,7 @@ def atomic_directory(out: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
-        _fsync_dir(out.parent)
+        _fsync(out.parent)
         _written(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -269,8 +262,6 @@ def atomic_directory(out: str | Path) -> Iterator[Path]:
 
 def _fsync_tree(root: Path) -> None:
     for path in sorted(root.rglob("*")):
-        if path.is_file():
-            _fsync_file(path)
-        elif path.is_dir():
-            _fsync_dir(path)
-    _fsync_dir(root)
+        if path.is_file() or path.is_dir():
+            _fsync(path)
+    _fsync(root)
