@@ -122,6 +122,7 @@ def _two_rank_runs(rank: int, world_size: int, tokens: Path, root: Path) -> None
     _train(rank, world_size, tokens, root / "dp2-to-tp2", {"parallel.tp": 2}, resume=True)
     _train(rank, world_size, tokens, root / "pp2-to-single", {"parallel.pp": 2, **HALF})
     _check_tp_replicas(rank, world_size, tokens, root / "tp-replicas")
+    _record_stage_blocks(rank, world_size, tokens, root / "stage-blocks")
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +184,44 @@ def _check_tp_replicas(rank, world_size, tokens, run):
         assert all(torch.equal(copies[0], c) for c in copies), name
     if rank == 0:
         (run / "checked").write_text("ok")
+
+
+SPLIT = {
+    "model.n_layer": 6,
+    "parallel.pp": 2,
+    "parallel.pp_schedule": "interleaved_1f1b",
+    "parallel.pp_virtual_stages": 2,
+}
+
+
+def _record_stage_blocks(rank, world_size, tokens, root):
+    """The blocks each rank's pipeline stages hold, as the Trainer built them, with and without
+    parallel.pp_embedding_as_layer."""
+    held = {}
+    for flag in (False, True):
+        overrides = {**SPLIT, "parallel.pp_embedding_as_layer": flag}
+        recipe = load_recipe(None, _overrides(tokens, root / str(flag), **overrides))
+        trainer = Trainer(recipe, rank=rank, world_size=world_size)
+        held[str(flag)] = [
+            sorted({int(n.split(".")[1]) for n, _ in part.named_parameters() if n[:7] == "layers."})
+            for part in trainer.parts
+        ]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"rank{rank}.json").write_text(json.dumps(held))
+
+
+def test_pp_embedding_as_layer_moves_blocks_between_stages(two_rank_runs):
+    """6 blocks over 4 stages (2 ranks x 2 virtual): [2, 2, 1, 1] blocks, or with the embedding
+    counted as a block on the first and last stage (BLOOM) [1, 2, 2, 1]."""
+    from bloomforge.parallel.pipeline import stage_indices
+
+    for rank in range(2):
+        held = json.loads((two_rank_runs / "stage-blocks" / f"rank{rank}.json").read_text())
+        for flag in (False, True):
+            ranges = stage_ranges(6, 4, embedding_as_layer=flag)
+            want = [list(range(*ranges[s])) for s in stage_indices(rank, 2, 2)]
+            assert held[str(flag)] == want, (rank, flag)
+        assert held["True"] != held["False"]
 
 
 def test_layout_must_factor_the_world_size():

@@ -385,3 +385,21 @@ def test_eval_prompts_in_a_run_equal_the_eval_command(first_run, tmp_path, capsy
     assert "copa: accuracy over prompts" in (copy / "report.html").read_text()
     lang = next(iter(got["summary"]))
     assert f"copa {lang}: median accuracy over" in (copy / "MODEL_CARD.md").read_text()
+
+
+def test_generation_prompt_words_and_report_grid_country(first_run, tmp_path, capsys):
+    """eval.generate.prompt_words cuts the held-out prompts to that many words; without a
+    codecarbon measurement, report.grid_country picks the grid of the CO2 estimate."""
+    recipe, run, _ = first_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "train" / "emissions.csv").unlink(missing_ok=True)  # as on a machine without codecarbon
+    before = json.loads((copy / "eval" / "results.json").read_text())["generations"]
+    assert max(len(g["prompt"].split()) for gs in before.values() for g in gs) > 2
+    keys = ["eval.generate.prompt_words=2", "report.grid_country=USA"]
+    assert main(["run", str(recipe), "--out", str(copy), "--from", "tokenizer", *keys]) == 0
+    assert _ran(capsys) == ["eval", "report"]
+    after = json.loads((copy / "eval" / "results.json").read_text())["generations"]
+    assert all(len(g["prompt"].split()) <= 2 for gs in after.values() for g in gs)
+    card = (copy / "MODEL_CARD.md").read_text()
+    assert "(USA:" in card and "(FRA:" not in card

@@ -232,3 +232,16 @@ def test_cli_bad_input_one_line_error(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert err.startswith("bloomforge: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "tok").exists()
+
+
+def test_cli_min_frequency_stops_merges_of_rare_pairs(tmp_path, capsys):
+    """--min-frequency (the recipe's tokenizer.min_frequency): a pair seen fewer times is never
+    merged, so on the same 20 kB a high threshold reaches a smaller vocabulary."""
+    sizes = {}
+    for freq in (2, 40):
+        out = tmp_path / f"f{freq}"
+        argv = ["tokenizer", "train", "--input", f"en={CORPUS / 'en.txt'}"]
+        argv += ["--vocab-size", "3000", "--max-bytes-per-language", "20000"]
+        assert main([*argv, "--min-frequency", str(freq), "--out", str(out)]) == 0
+        sizes[freq] = load_tokenizer(out).get_vocab_size()
+    assert sizes[40] < sizes[2] <= 3000
