@@ -31,6 +31,7 @@ from typing import Any
 
 from bloomforge import files
 from bloomforge.data.config import CorpusConfig
+from bloomforge.data.prepare.config import SourceConfig
 
 CODE_SOURCE, CODE_LANGUAGE = "python-stdlib", "code"
 _ISO_TABLES = (
@@ -264,15 +265,15 @@ def _add_code(writer: _Writer, root: Path, budget: int, notes: list[str]) -> Non
                 return
 
 
-def data_sources(manifest: dict[str, Any], corpus_dir: Path) -> list[dict[str, Any]]:
-    """The `data.sources` entries of a gathered corpus: one jsonl source per message domain
-    and one for the code; each record carries its own language in `metadata.language`."""
+def data_sources(manifest: dict[str, Any], corpus_dir: Path) -> list[SourceConfig]:
+    """The `prepare.sources` of a gathered corpus: one jsonl source per message domain and one
+    for the code; each record carries its own language in `metadata.language`."""
     return [
-        {
-            "name": name,
-            "paths": [str(corpus_dir / info["file"])],
-            "format": "jsonl",
+        SourceConfig(
+            name=name,
+            paths=[str(corpus_dir / info["file"])],
+            format="jsonl",
             **({"language": CODE_LANGUAGE} if name == CODE_SOURCE else {}),
-        }
+        )
         for name, info in sorted(manifest["sources"].items())
     ]

@@ -65,16 +65,12 @@ def corpus_stage(ctx: Context) -> dict[str, Any]:
 def prepare_config(ctx: Context) -> PrepareConfig:
     """The recipe's `prepare` section, with the gathered corpus as its sources when it names
     none."""
-    from bloomforge.data.prepare.config import SourceConfig
-    from bloomforge.typed_config import from_dict
-
     cfg = ctx.recipe.prepare
     if ctx.recipe.corpus is not None and not cfg.sources:
         from bloomforge.data.corpus import data_sources
 
         manifest = json.loads(ctx.layout.corpus_manifest.read_text())
-        found = data_sources(manifest, ctx.layout.corpus.resolve())
-        sources = [from_dict(SourceConfig, s, "prepare.sources") for s in found]
+        sources = data_sources(manifest, ctx.layout.corpus.resolve())
         cfg = dataclasses.replace(cfg, sources=sources)
     return cfg
 
