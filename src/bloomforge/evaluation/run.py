@@ -20,7 +20,12 @@ import torch
 
 from bloomforge.errors import BloomforgeError
 from bloomforge.evaluation.config import EvalConfig
-from bloomforge.evaluation.evaluate import PerplexityTexts, run_perplexity, run_tasks
+from bloomforge.evaluation.evaluate import (
+    PerplexityTexts,
+    count_requests,
+    run_perplexity,
+    run_tasks,
+)
 from bloomforge.evaluation.scoring import Progress, Scorer
 from bloomforge.evaluation.tasks import get_task
 
@@ -65,8 +70,6 @@ def evaluate(
                 scorer, specs, Path(cfg.data), prompts, cfg.limit, bar
             )
         elif specs:
-            from bloomforge.evaluation.evaluate import count_requests
-
             data = Path(cfg.data)
             bar = None
             if progress:

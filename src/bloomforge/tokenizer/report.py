@@ -51,7 +51,7 @@ class FertilityReport:
 def fertility_report(
     tokenizer: str | Path,
     texts: Mapping[str, EvalText],
-    references: Mapping[str, str | Path] = {},
+    references: Mapping[str, str | Path] | None = None,
     baselines: Baselines | None = None,
 ) -> FertilityReport:
     """Fertility of `tokenizer` on `texts`, against `references` (NAME -> path) and, with
@@ -59,7 +59,7 @@ def fertility_report(
     ours = load_tokenizer(tokenizer)
     refs: dict[str, Any] = {}
     info: dict[str, Any] = {"tokenizer": str(find_tokenizer_file(tokenizer)), "references": {}}
-    for name, path in references.items():
+    for name, path in (references or {}).items():
         if name in (OURS, "monolingual"):
             raise BloomforgeError(f"--reference '{name}={path}': name '{name}' is already used")
         refs[name] = load_tokenizer(path)
